@@ -1,0 +1,137 @@
+"""The ``@task`` decorator, the ``Task`` handle and the registry of task names."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_registry: dict[str, Task[..., Any]] = {}
+_registry_lock = threading.Lock()
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOptions:
+    """Options a task runs with; ``Task.options`` overrides them per call."""
+
+    max_retries: int = 0
+    retry_backoff: float = 1.0  # seconds before the first retry; doubles each time, with jitter
+    timeout: float | None = None  # seconds one attempt may run
+    queue: str | None = None
+    unique_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if self.retry_backoff < 0:
+            raise ValueError("retry_backoff must be >= 0 seconds")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError("timeout must be > 0 seconds")
+        if self.unique_key is not None and not self.unique_key:
+            raise ValueError("unique_key must be a non-empty string")
+
+
+class Task(Generic[P, R]):
+    """A registered task: call it to run the function here, enqueue it to run it in the background."""
+
+    def __init__(self, func: Callable[P, R], name: str, options: TaskOptions) -> None:
+        self.func = func
+        self.name = name
+        self.default_options = options
+        self.is_async = inspect.iscoroutinefunction(func)
+        self.__doc__ = func.__doc__
+        self.__wrapped__ = func
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.func(*args, **kwargs)
+
+    def options(self, **overrides: Any) -> Task[P, R]:
+        """A copy with per-call options (``unique_key``, ``queue``, ``max_retries``, ``retry_backoff``, ``timeout``)."""
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(TaskOptions)}
+        if unknown:
+            raise TypeError(f"unknown task option(s) {sorted(unknown)} for task {self.name!r}")
+        return Task(self.func, self.name, dataclasses.replace(self.default_options, **overrides))
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+
+@overload
+def task(func: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def task(
+    *,
+    name: str | None = None,
+    max_retries: int = 0,
+    retry_backoff: float = 1.0,
+    timeout: float | None = None,
+    queue: str | None = None,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(
+    func: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    max_retries: int = 0,
+    retry_backoff: float = 1.0,
+    timeout: float | None = None,
+    queue: str | None = None,
+) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    """Register a function (sync or async) as a task; its name defaults to ``module.qualname``."""
+    options = TaskOptions(max_retries=max_retries, retry_backoff=retry_backoff, timeout=timeout, queue=queue)
+
+    def register(f: Callable[P, R]) -> Task[P, R]:
+        if isinstance(f, Task):
+            raise TypeError(f"{f.name!r} is already a task")
+        if "<locals>" in f.__qualname__ and name is None:
+            raise TypeError(
+                f"{f.__qualname__} is defined inside a function: give it an explicit name "
+                "(@task(name=...)) or move it to module level so workers can import it"
+            )
+        task_name = name or f"{f.__module__}.{f.__qualname__}"
+        handle = Task(f, task_name, options)
+        with _registry_lock:
+            existing = _registry.get(task_name)
+            if existing is not None and _origin(existing.func) != _origin(f):
+                raise ValueError(f"task name {task_name!r} is already registered by {_origin(existing.func)}")
+            _registry[task_name] = handle
+        return handle
+
+    return register(func) if func is not None else register
+
+
+def _origin(func: Callable[..., Any]) -> str:
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+def resolve_task(func: Any) -> Task[..., Any]:
+    """The registered task for a ``Task``, a task name or a decorated function; ``TypeError`` otherwise."""
+    if isinstance(func, Task):
+        return func
+    if isinstance(func, str):
+        found = _registry.get(func)
+        if found is None:
+            raise TypeError(f"no task is registered under the name {func!r}: is its module in TASK_MODULES?")
+        return found
+    if callable(func):
+        label = getattr(func, "__qualname__", repr(func))
+        raise TypeError(
+            f"{label} is not a task: decorate it with @task (from taskservice import task) "
+            "so it is registered and workers can run it"
+        )
+    raise TypeError(f"expected a @task function or a task name, got {type(func).__name__}")
+
+
+def registered_tasks() -> dict[str, Task[..., Any]]:
+    """A copy of the registry: name -> task."""
+    with _registry_lock:
+        return dict(_registry)
