@@ -19,7 +19,7 @@ _SCALARS = (str, int, float, bool, type(None))
 class Arguments:
     """Positional and keyword arguments of one call, encoded once and decodable again."""
 
-    __slots__ = ("args", "kwargs", "encoded")
+    __slots__ = ("args", "encoded", "kwargs")
 
     def __init__(self, args: list[Any], kwargs: dict[str, Any], encoded: str) -> None:
         self.args = args

@@ -8,7 +8,7 @@ with 0 (or 7) for Sunday. Day-of-month and day-of-week must both match, as in Ce
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 _BOUNDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 _NAMES = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
@@ -28,13 +28,15 @@ class CronSchedule:
         fields = expression.split()
         if len(fields) != 5:
             raise ValueError(f"cron {expression!r} must have 5 fields: minute hour day-of-month month day-of-week")
-        sets = [_parse_field(text, low, high, name) for text, (low, high), name in zip(fields, _BOUNDS, _NAMES)]
+        sets = [
+            _parse_field(text, low, high, name) for text, (low, high), name in zip(fields, _BOUNDS, _NAMES, strict=True)
+        ]
         weekdays = frozenset(0 if day == 7 else day for day in sets[4])
         return cls(expression, sets[0], sets[1], sets[2], sets[3], weekdays)
 
     def celery_fields(self) -> dict[str, str]:
         """The expression split into the keyword arguments of ``celery.schedules.crontab``."""
-        return dict(zip(_NAMES, self.expression.split()))
+        return dict(zip(_NAMES, self.expression.split(), strict=True))
 
     def matches(self, moment: datetime) -> bool:
         weekday = (moment.weekday() + 1) % 7  # Python: Monday=0; cron: Sunday=0
@@ -48,7 +50,7 @@ class CronSchedule:
 
     def next_after(self, after: datetime) -> datetime:
         """The first matching minute strictly after ``after``."""
-        moment = after.astimezone(timezone.utc).replace(second=0, microsecond=0) + timedelta(minutes=1)
+        moment = after.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
         for _ in range(60 * 24 * 366 * 5):  # a schedule that never matches in 5 years is refused below
             if moment.month not in self.months:
                 moment = (moment.replace(day=1, hour=0, minute=0) + timedelta(days=32)).replace(day=1)

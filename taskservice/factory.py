@@ -25,7 +25,8 @@ def load_backend_class(name: str) -> type[TaskService]:
         raise ValueError(f"TASK_BACKEND must be one of {', '.join(BACKENDS)}; got {name!r}") from None
     module_name, _, class_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    assert issubclass(cls, TaskService)
+    if not (isinstance(cls, type) and issubclass(cls, TaskService)):
+        raise TypeError(f"{target} is not a TaskService")
     return cls
 
 

@@ -20,7 +20,7 @@ ASGIApp = Callable[[Any, Any, Any], Any]
 
 
 class DeferredBatch:
-    __slots__ = ("starters", "released")
+    __slots__ = ("released", "starters")
 
     def __init__(self) -> None:
         self.starters: list[Starter] = []

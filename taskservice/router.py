@@ -15,7 +15,9 @@ from taskservice.integration import TaskServiceDep
 from taskservice.models import TaskResult, TaskStatus
 from taskservice.service import TaskService
 
-_NOT_FOUND = {404: {"description": "No task with this id (never enqueued, or its record expired)"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No task with this id (never enqueued, or its record expired)"}
+}
 
 
 def _refuse_unguarded() -> None:
@@ -100,8 +102,10 @@ async def _follow(service: TaskService, first: TaskResult, poll_interval_s: floa
         key = (current.status, current.progress, current.progress_message, current.attempts)
         if key != last_key:
             last_key = key
-            yield f"event: status\nid: {current.status.value}-{current.attempts}-{current.progress}\n" \
-                  f"data: {json.dumps(current.model_dump(mode='json'))}\n\n"
+            yield (
+                f"event: status\nid: {current.status.value}-{current.attempts}-{current.progress}\n"
+                f"data: {json.dumps(current.model_dump(mode='json'))}\n\n"
+            )
         if current.status.is_final:
             return
         await anyio.sleep(poll_interval_s)

@@ -6,7 +6,7 @@ import abc
 import dataclasses
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from taskservice.codec import Arguments, encode_arguments
@@ -33,7 +33,7 @@ class TaskCall:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class TaskService(abc.ABC):
@@ -62,16 +62,14 @@ class TaskService(abc.ABC):
                     "run_at is a naive datetime: pass an aware one (e.g. datetime.now(timezone.utc) + ...) "
                     "or a timedelta"
                 )
-            when = run_at.astimezone(timezone.utc)
+            when = run_at.astimezone(UTC)
         else:
             raise TypeError(f"run_at must be an aware datetime or a timedelta, got {type(run_at).__name__}")
         call = self._prepare(func, when, args, kwargs)
         self._submit(call)
         return call.id
 
-    def _prepare(
-        self, func: Any, run_at: datetime | None, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> TaskCall:
+    def _prepare(self, func: Any, run_at: datetime | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TaskCall:
         handle = resolve_task(func)
         arguments = encode_arguments(handle.name, handle.func, args, kwargs, self.settings.max_payload_bytes)
         return TaskCall(
