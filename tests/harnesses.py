@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import ContextManager
 
 from taskservice import TaskService, TaskSettings, create_task_service, set_task_service
 
@@ -38,7 +38,7 @@ def celery(directory: Path) -> Iterator[TaskService]:
             set_task_service(previous)
 
 
-Harness = Callable[[Path], ContextManager[TaskService]]
+Harness = Callable[[Path], AbstractContextManager[TaskService]]
 
 HARNESSES: dict[str, tuple[str, Harness]] = {
     "fastapi-memory": ("fastapi", lambda directory: inprocess_service(directory, "memory://")),

@@ -58,9 +58,9 @@ def test_oversized_payload_is_refused(task_service: TaskService, nothing_enqueue
 
 
 def test_wrong_arguments_for_the_signature_are_refused(task_service: TaskService, nothing_enqueued: None) -> None:
-    with pytest.raises(TypeError, match="tests.add"):
+    with pytest.raises(TypeError, match=r"tests\.add"):
         task_service.enqueue(tasks.add, 1)
-    with pytest.raises(TypeError, match="tests.add"):
+    with pytest.raises(TypeError, match=r"tests\.add"):
         task_service.enqueue(tasks.add, 1, 2, c=3)
 
 
