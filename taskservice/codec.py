@@ -44,7 +44,7 @@ def encode_arguments(
         bound = inspect.signature(func).bind(*args, **kwargs)
     except TypeError as exc:
         raise TypeError(f"task {task_name!r} cannot be called with these arguments: {exc}") from None
-    for name, value in bound.arguments.items():
+    for name, value in _named_values(bound):
         problem = _json_problem(value)
         if problem is not None:
             raise TypeError(
@@ -59,6 +59,21 @@ def encode_arguments(
             "(TASK_MAX_PAYLOAD_BYTES): pass an id, not the data"
         )
     return Arguments(list(args), dict(kwargs), encoded)
+
+
+def _named_values(bound: inspect.BoundArguments) -> list[tuple[str, Any]]:
+    """Each argument value with the name to report: ``*args`` items and ``**kwargs`` values one by one."""
+    named: list[tuple[str, Any]] = []
+    parameters = bound.signature.parameters
+    for name, value in bound.arguments.items():
+        kind = parameters[name].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:  # bound as a tuple, but sent as separate JSON values
+            named.extend((f"{name}[{index}]", item) for index, item in enumerate(value))
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            named.extend(value.items())
+        else:
+            named.append((name, value))
+    return named
 
 
 def encode_result(task_name: str, value: Any) -> Any:

@@ -35,8 +35,15 @@ class CronSchedule:
         return cls(expression, sets[0], sets[1], sets[2], sets[3], weekdays)
 
     def celery_fields(self) -> dict[str, str]:
-        """The expression split into the keyword arguments of ``celery.schedules.crontab``."""
-        return dict(zip(_NAMES, self.expression.split(), strict=True))
+        """The keyword arguments of ``celery.schedules.crontab`` that fire on exactly the same minutes."""
+        # Spelled out from the parsed sets rather than passed through: Celery refuses 7 for
+        # Sunday and reads some step forms differently, and both backends must agree.
+        sets = (self.minutes, self.hours, self.days, self.months, self.weekdays)
+        full = (*_BOUNDS[:4], (0, 6))
+        return {
+            name: "*" if values == frozenset(range(low, high + 1)) else ",".join(str(v) for v in sorted(values))
+            for name, values, (low, high) in zip(_NAMES, sets, full, strict=True)
+        }
 
     def matches(self, moment: datetime) -> bool:
         weekday = (moment.weekday() + 1) % 7  # Python: Monday=0; cron: Sunday=0
@@ -51,7 +58,10 @@ class CronSchedule:
     def next_after(self, after: datetime) -> datetime:
         """The first matching minute strictly after ``after``."""
         moment = after.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
-        for _ in range(60 * 24 * 366 * 5):  # a schedule that never matches in 5 years is refused below
+        # The calendar repeats every 400 years (146097 days): no match by then means never.
+        # Bounded by time, not by steps, so "31 February" is refused instead of overflowing.
+        limit = moment + timedelta(days=146097)
+        while moment <= limit:
             if moment.month not in self.months:
                 moment = (moment.replace(day=1, hour=0, minute=0) + timedelta(days=32)).replace(day=1)
                 continue

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BackendName = Literal["fastapi", "celery"]
+BACKEND_NAMES: tuple[str, ...] = get_args(BackendName)  # a test checks these match factory.BACKENDS
 STORE_URL_SCHEMES = ("memory://", "sqlite:///")
 
 
@@ -48,9 +49,8 @@ class TaskSettings(BaseSettings):
     @field_validator("backend", mode="before")
     @classmethod
     def _known_backend(cls, value: object) -> object:
-        choices = ("fastapi", "celery")
-        if value not in choices:
-            raise ValueError(f"TASK_BACKEND must be one of {', '.join(choices)}; got {value!r}")
+        if value not in BACKEND_NAMES:
+            raise ValueError(f"TASK_BACKEND must be one of {', '.join(BACKEND_NAMES)}; got {value!r}")
         return value
 
     @field_validator("store_url")
