@@ -3,7 +3,9 @@
 TaskServiceError             catch this to catch them all
 ├── TaskNotFound             no task with this id was ever enqueued (or its record expired)
 ├── TaskConflict             a task with this unique_key is already active
-└── BackendUnavailable       the broker / store cannot be reached; says what to check
+├── BackendUnavailable       the broker / store cannot be reached; says what to check
+│   └── ServiceStopped       the service was stopped (lifespan ended, close() called); start it again
+└── UnsafeConfiguration      settings that cannot work in this deployment (e.g. memory:// under several workers)
 
 Bad arguments to ``enqueue``/``schedule`` (an undecorated function, a value JSON cannot
 carry, a payload over the size cap, a naive datetime) raise the built-in ``TypeError`` /
@@ -37,3 +39,11 @@ class TaskConflict(TaskServiceError):
 
 class BackendUnavailable(TaskServiceError):
     """The broker or the task store cannot be reached; the message says what to check."""
+
+
+class ServiceStopped(BackendUnavailable):
+    """The service was stopped (its lifespan ended or ``close()`` was called) and takes no new work."""
+
+
+class UnsafeConfiguration(TaskServiceError):
+    """Settings that cannot work in this deployment; the message says which setting to change."""
