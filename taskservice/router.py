@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.sse import EventSourceResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from taskservice.errors import TaskNotFound
 from taskservice.integration import TaskServiceDep
@@ -74,17 +73,26 @@ def create_tasks_router(
         cancelled = service.cancel(task_id)
         return {"id": task_id, "cancelled": cancelled, "status": service.get_status(task_id).status}
 
+    # FastAPI streams a generator endpoint declared with EventSourceResponse (keep-alive pings
+    # included); the 404 comes from the dependency, before the stream and its 200 start.
     @router.get(
         "/{task_id}/events",
         response_class=EventSourceResponse,
         responses={**_NOT_FOUND, 200: {"description": "text/event-stream of TaskResult JSON until the task ends"}},
         summary="Server-sent events of status and progress until the task ends",
     )
-    async def task_events(task_id: str, service: TaskServiceDep) -> EventSourceResponse:
-        first = await anyio.to_thread.run_sync(_status_or_404, service, task_id)
-        return EventSourceResponse(_follow(service, first, events_poll_interval_s))
+    async def task_events(
+        first: Annotated[TaskResult, Depends(_existing_task)], service: TaskServiceDep
+    ) -> AsyncIterator[ServerSentEvent]:
+        async for event in _follow(service, first, events_poll_interval_s):
+            yield event
 
     return router
+
+
+def _existing_task(task_id: str, service: TaskServiceDep) -> TaskResult:
+    """The task's snapshot, or 404 before any streaming starts (a sync dependency: run in a thread)."""
+    return _status_or_404(service, task_id)
 
 
 def _status_or_404(service: TaskService, task_id: str) -> TaskResult:
@@ -94,7 +102,7 @@ def _status_or_404(service: TaskService, task_id: str) -> TaskResult:
         raise HTTPException(status_code=404, detail=str(exc)) from None
 
 
-async def _follow(service: TaskService, first: TaskResult, poll_interval_s: float) -> AsyncIterator[str]:
+async def _follow(service: TaskService, first: TaskResult, poll_interval_s: float) -> AsyncIterator[ServerSentEvent]:
     """One ``status`` event per change of status or progress; the stream ends with the final status."""
     current: TaskResult | None = first
     last_key: tuple[Any, ...] | None = None
@@ -102,10 +110,8 @@ async def _follow(service: TaskService, first: TaskResult, poll_interval_s: floa
         key = (current.status, current.progress, current.progress_message, current.attempts)
         if key != last_key:
             last_key = key
-            yield (
-                f"event: status\nid: {current.status.value}-{current.attempts}-{current.progress}\n"
-                f"data: {json.dumps(current.model_dump(mode='json'))}\n\n"
-            )
+            event_id = f"{current.status.value}-{current.attempts}-{current.progress}"
+            yield ServerSentEvent(event="status", id=event_id, data=current)
         if current.status.is_final:
             return
         await anyio.sleep(poll_interval_s)
