@@ -71,7 +71,14 @@ class _Expected:
         self.signature = inspect.signature(handle.func) if handle is not None else None
         self.normalized = self._normalize(list(args), kwargs) if not self.any_arguments else None
         if self.signature is not None and not self.any_arguments and self.normalized is None:
-            raise TypeError(f"the expected arguments {self} do not fit the signature of {name}{self.signature}")
+            plain = self.signature.replace(
+                parameters=[
+                    parameter.replace(annotation=inspect.Parameter.empty)
+                    for parameter in self.signature.parameters.values()
+                ],
+                return_annotation=inspect.Signature.empty,
+            )
+            raise TypeError(f"the expected arguments {self} do not fit the signature of {name}{plain}")
 
     def _normalize(self, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any] | None:
         if self.signature is None:
