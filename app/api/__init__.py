@@ -1,0 +1,1 @@
+"""The reference app's HTTP endpoints, one module per use case."""

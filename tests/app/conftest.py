@@ -1,0 +1,55 @@
+"""Fixtures of the reference app's tests.
+
+Unit tests (``client``) run the app in-process with ``FakeTaskService``: no broker, no
+worker. End-to-end tests (``live``) run a real uvicorn process per backend configuration;
+see ``live.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from app.db import reset_database
+from app.main import app as reference_app
+from app.settings import AppSettings, get_settings
+from taskservice.testing import FakeTaskService
+from tests.app.live import ADMIN_TOKEN, UPLOAD_LIMIT_BYTES, LiveApp, live_app
+
+
+@pytest.fixture
+def app_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppSettings]:
+    """App settings for one test: a fresh SQLite database and data directory under ``tmp_path``."""
+    monkeypatch.setenv("APP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("APP_ADMIN_TOKEN", ADMIN_TOKEN)
+    monkeypatch.setenv("APP_MAX_UPLOAD_BYTES", str(UPLOAD_LIMIT_BYTES))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    reset_database()
+    yield get_settings()
+    get_settings.cache_clear()
+    reset_database()
+
+
+@pytest.fixture
+def app(app_settings: AppSettings) -> FastAPI:
+    return reference_app
+
+
+@pytest.fixture
+def client(app: FastAPI, task_service_override: FakeTaskService) -> Iterator[TestClient]:
+    """The app in-process, its TaskService replaced by the fake (``task_service_override``)."""
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session", params=["fastapi", "celery"])
+def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+    """The app in a real uvicorn process, once per backend (Celery: private Redis, worker and beat)."""
+    backend = str(request.param)
+    with live_app(backend, tmp_path_factory.mktemp(f"live-{backend}")) as served:
+        yield served
