@@ -1,0 +1,61 @@
+"""Sizes of one benchmark run: the full run that publishes RESULTS.md, and the seconds-long smoke run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every size, count and duration a run uses; nothing else in ``bench`` picks a number."""
+
+    smoke: bool
+    out_dir: Path
+    work_dir: Path
+    repetitions: int  # of every timed measurement; each figure is the median over them
+    enqueue_calls: int  # timed calls per repetition
+    drain_tasks: int  # queued before the worker starts
+    drain_scale: tuple[int, ...]  # extra drain sizes for the scale figures
+    latency_samples: int
+    http_connections: int
+    http_duration_s: float
+    http_warmup_s: float
+    inprocess_async_tasks: tuple[int, ...]
+    inprocess_sync_tasks: tuple[int, ...]
+
+    @classmethod
+    def full(cls, out_dir: Path, work_dir: Path) -> Config:
+        return cls(
+            smoke=False,
+            out_dir=out_dir,
+            work_dir=work_dir,
+            repetitions=3,
+            enqueue_calls=2000,
+            drain_tasks=5000,
+            drain_scale=(1000, 10_000),
+            latency_samples=200,
+            http_connections=50,
+            http_duration_s=10.0,
+            http_warmup_s=1.0,
+            inprocess_async_tasks=(1000, 10_000, 100_000),
+            inprocess_sync_tasks=(1000, 10_000, 20_000),
+        )
+
+    @classmethod
+    def smoke_run(cls, out_dir: Path, work_dir: Path) -> Config:
+        return cls(
+            smoke=True,
+            out_dir=out_dir,
+            work_dir=work_dir,
+            repetitions=1,
+            enqueue_calls=50,
+            drain_tasks=50,
+            drain_scale=(),
+            latency_samples=10,
+            http_connections=8,
+            http_duration_s=1.0,
+            http_warmup_s=0.2,
+            inprocess_async_tasks=(200,),
+            inprocess_sync_tasks=(100,),
+        )

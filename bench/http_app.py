@@ -1,0 +1,55 @@
+"""The HTTP benchmark's apps, served by a real uvicorn process.
+
+``ts_app`` enqueues a no-op through taskservice (the backend comes from ``TASK_BACKEND``);
+``raw_app`` does the same with the raw tools and has no taskservice middleware or lifespan
+at all, so each side pays only for what it uses. Every endpoint answers the same small JSON.
+"""
+
+from __future__ import annotations
+
+from fastapi import BackgroundTasks, FastAPI
+
+from bench import raw_celery
+from bench.tasks import async_noop, noop
+from taskservice import TaskServiceDep, TaskServiceMiddleware, task_service_lifespan
+
+ts_app = FastAPI(lifespan=task_service_lifespan)
+ts_app.add_middleware(TaskServiceMiddleware)
+
+
+@ts_app.post("/ts/sync")
+async def ts_sync(service: TaskServiceDep) -> dict[str, str | None]:
+    return {"task_id": service.enqueue(noop, 1)}
+
+
+@ts_app.post("/ts/async")
+async def ts_async(service: TaskServiceDep) -> dict[str, str | None]:
+    return {"task_id": service.enqueue(async_noop, 1)}
+
+
+raw_app = FastAPI()
+
+
+def sync_noop(i: int) -> None:
+    return None
+
+
+async def raw_async_noop(i: int) -> None:
+    return None
+
+
+@raw_app.post("/raw/bg-sync")
+async def raw_background_sync(background_tasks: BackgroundTasks) -> dict[str, str | None]:
+    background_tasks.add_task(sync_noop, 1)
+    return {"task_id": None}
+
+
+@raw_app.post("/raw/bg-async")
+async def raw_background_async(background_tasks: BackgroundTasks) -> dict[str, str | None]:
+    background_tasks.add_task(raw_async_noop, 1)
+    return {"task_id": None}
+
+
+@raw_app.post("/raw/celery")
+async def raw_apply_async() -> dict[str, str | None]:
+    return {"task_id": raw_celery.noop.apply_async((1,)).id}

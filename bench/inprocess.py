@@ -1,0 +1,172 @@
+"""In-process throughput: N no-op tasks enqueued and completed in one process, and its peak RSS.
+
+Each measurement runs in a fresh interpreter (``python -m bench.inprocess ...``, one JSON
+line out) so the peak RSS belongs to that N alone. taskservice's side enqueues through
+``FastAPITaskService`` with records retained (the default ``TASK_RESULT_TTL_S``); the raw
+side is ``asyncio.create_task`` for async functions and Starlette's ``run_in_threadpool``
+(what ``BackgroundTasks`` uses) for sync ones. The harness keeps no per-task state, so
+memory that grows with N is the backend's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.config import Config
+from bench.processes import REPO_ROOT, base_env
+from bench.stats import Row, Series, median_of
+
+YIELD_EVERY = 1000  # enqueue in bursts, as a busy service would, letting the loop run in between
+POLL_S = 0.001
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+async def run_taskservice(kind: str, store_url: str, n: int) -> dict[str, float]:
+    from bench.tasks import async_noop, noop
+    from taskservice import TaskSettings, TaskStatus, create_task_service
+
+    settings = TaskSettings(backend="fastapi", store_url=store_url, modules="bench.tasks")
+    service = create_task_service(settings)
+    await service.start()
+    func = async_noop if kind == "async" else noop
+    rss_start_mb = peak_rss_mb()
+    started_at = datetime.now(UTC)
+    started = time.perf_counter()
+    last_id = ""
+    for i in range(n):
+        last_id = service.enqueue(func, i)
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            await asyncio.sleep(0)
+    enqueued_s = time.perf_counter() - started
+    while not service.get_status(last_id).status.is_final:
+        await asyncio.sleep(POLL_S)
+    # the newest tasks finish last; make sure nothing older is still going, then read when the last one ended
+    for status in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING):
+        while service.list_tasks(status, limit=1):
+            await asyncio.sleep(POLL_S)
+    wall_s = time.perf_counter() - started
+    rss_peak_mb = peak_rss_mb()
+    recent = service.list_tasks(limit=500)
+    failed = sum(1 for result in recent if result.status != TaskStatus.SUCCEEDED)
+    finished = [result.finished_at for result in recent if result.finished_at is not None]
+    elapsed_s = (max(finished) - started_at).total_seconds() if finished else wall_s
+    await service.stop()
+    return figures(n, elapsed_s, enqueued_s, rss_start_mb, rss_peak_mb, failed)
+
+
+async def run_raw(kind: str, n: int) -> dict[str, float]:
+    from starlette.concurrency import run_in_threadpool
+
+    def sync_noop(i: int) -> None:
+        return None
+
+    async def async_noop(i: int) -> None:
+        return None
+
+    call: Callable[[int], Coroutine[Any, Any, Any]] = async_noop
+    if kind == "sync":
+        call = lambda i: run_in_threadpool(sync_noop, i)  # noqa: E731
+    running: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references to tasks
+    rss_start_mb = peak_rss_mb()
+    started = time.perf_counter()
+    for i in range(n):
+        job = asyncio.create_task(call(i))
+        running.add(job)
+        job.add_done_callback(running.discard)
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            await asyncio.sleep(0)
+    enqueued_s = time.perf_counter() - started
+    while running:
+        await asyncio.sleep(POLL_S)
+    elapsed_s = time.perf_counter() - started
+    return figures(n, elapsed_s, enqueued_s, rss_start_mb, peak_rss_mb(), 0)
+
+
+def figures(
+    n: int, elapsed_s: float, enqueued_s: float, rss_start_mb: float, rss_peak_mb: float, failed: int
+) -> dict[str, float]:
+    return {
+        "n": n,
+        "elapsed_s": elapsed_s,
+        "tasks_per_s": n / elapsed_s,
+        "enqueue_per_s": n / enqueued_s,
+        "rss_start_mb": rss_start_mb,
+        "rss_peak_mb": rss_peak_mb,
+        "rss_growth_mb": rss_peak_mb - rss_start_mb,
+        "failed": failed,
+    }
+
+
+def measure(config: Config, side: str, kind: str, store: str, n: int) -> dict[str, float]:
+    """One measurement in a fresh interpreter."""
+    runs = []
+    for repetition in range(config.repetitions):
+        db = config.work_dir / f"inprocess-{kind}-{n}-{repetition}.db"
+        db.unlink(missing_ok=True)
+        args = [sys.executable, "-m", "bench.inprocess", side, kind, store, str(n), "--db", str(db)]
+        done = subprocess.run(args, cwd=REPO_ROOT, env=base_env(), capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"in-process run {side} {kind} {store} {n} failed:\n{done.stderr[-3000:]}")
+        result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+        if result["failed"]:
+            raise RuntimeError(f"in-process run {side} {kind} {store} {n}: {result['failed']} tasks did not succeed")
+        runs.append(result)
+        db.unlink(missing_ok=True)
+    return median_of(runs)
+
+
+def run(config: Config) -> tuple[list[Row], list[Series]]:
+    """Every N of both kinds, both stores and the raw call; rows for the table, lines for the chart."""
+    rows: list[Row] = []
+    series: list[Series] = []
+    for kind, sizes in (("async", config.inprocess_async_tasks), ("sync", config.inprocess_sync_tasks)):
+        raw_label = "create_task" if kind == "async" else "run_in_threadpool"
+        panel = f"in-process, {kind} tasks"
+        raw_line = Series(panel, f"raw {raw_label}", raw=True)
+        lines = {store: Series(panel, f"taskservice ({store})", raw=False) for store in ("memory", "sqlite")}
+        for n in sizes:
+            raw = measure(config, "raw", kind, "none", n)
+            raw_line.points[n] = raw["tasks_per_s"]
+            for store, line in lines.items():
+                ts = measure(config, "taskservice", kind, store, n)
+                line.points[n] = ts["tasks_per_s"]
+                scenario = f"in-process {kind}, N={n:,} ({store})"
+                rows.append(
+                    Row(scenario, "throughput", "tasks/s", ts["tasks_per_s"], raw["tasks_per_s"], raw_label, True)
+                )
+                rows.append(Row(scenario, "peak RSS", "MB", ts["rss_peak_mb"], raw["rss_peak_mb"], raw_label, False))
+        series += [*lines.values(), raw_line]
+    return rows, series
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("side", choices=["taskservice", "raw"])
+    parser.add_argument("kind", choices=["async", "sync"])
+    parser.add_argument("store", choices=["memory", "sqlite", "none"])
+    parser.add_argument("n", type=int)
+    parser.add_argument("--db", type=Path, required=True)
+    options = parser.parse_args()
+    if options.side == "raw":
+        result = asyncio.run(run_raw(options.kind, options.n))
+    else:
+        store_url = "memory://" if options.store == "memory" else f"sqlite:///{options.db}"
+        result = asyncio.run(run_taskservice(options.kind, store_url, options.n))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
