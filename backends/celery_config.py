@@ -1,0 +1,116 @@
+"""The Celery app of taskservice, configured from ``TaskSettings``: safe by default, one place.
+
+Redis visibility timeout: the Redis transport has no real acknowledgements. A message a worker
+took stays in an "unacked" set and is put back on the queue once it is older than
+``visibility_timeout``, whatever happened to the worker. That is how a task of a worker killed
+mid-way (``task_acks_late`` + ``task_reject_on_worker_lost``) is not lost, and it is a trade-off:
+
+- short timeout: a killed worker's tasks come back fast, but every task that runs longer than
+  the timeout, and every message that waits longer (an ETA/countdown held by a worker), is
+  delivered a second time while the first copy is still running or waiting;
+- long timeout (kombu's default is an hour): no such duplicates, but an hour before recovery.
+
+taskservice takes the short timeout (``TASK_VISIBILITY_TIMEOUT_S``, 300 s) and removes both
+kinds of duplicate instead of living with them:
+
+1. a running task holds a *lease* in Redis that its worker process refreshes (``LEASE`` below);
+   a redelivered message whose task still holds a lease is not run, but parked and looked at
+   again when the lease would have expired (``celery_runner``); a finished task is never rerun;
+2. far-future work never waits in the broker: ``schedule()``, retry back-offs and parked
+   duplicates wait in a Redis sorted set, and a dispatcher in every worker pushes each message
+   onto its queue when due (``celery_dispatcher``). Celery's ETA/countdown is not used.
+
+Tasks must still be idempotent: a worker killed mid-task means its body runs again from the
+start (at-least-once delivery); what can no longer happen is two copies running at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery
+
+from backends.celery_messages import DEFAULT_QUEUE
+from taskservice.settings import TaskSettings
+
+
+class TaskServiceCelery(Celery):  # type: ignore[misc]  # celery ships no type hints
+    """Celery with taskservice's result backend: Celery's redis backend that keeps task records in step."""
+
+    backend_cls = "backends.celery_result_backend:RecordingRedisBackend"
+
+
+def lease_ms(settings: TaskSettings) -> int:
+    """How long a running task's lease lasts without a refresh (a quarter of the visibility timeout, 1-30 s).
+
+    Shorter than the visibility timeout, so a message redelivered because its worker died finds
+    the lease expired and runs at once; refreshed three times per lease by the running worker.
+    """
+    return int(min(30.0, max(1.0, settings.visibility_timeout_s / 4)) * 1000)
+
+
+def celery_config(settings: TaskSettings) -> dict[str, Any]:
+    """Celery settings derived from ``TaskSettings``."""
+    timeout_s = settings.redis_timeout_s
+    visibility_s = settings.visibility_timeout_s
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        # JSON only: a pickle message is refused by the worker, never unpickled.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "event_serializer": "json",
+        # A worker killed mid-task loses nothing: the message is acknowledged only after the task ended.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": settings.worker_prefetch,
+        "task_track_started": False,  # the worker's claim records "running" itself, in the same round trip
+        "result_expires": int(settings.result_ttl_s),
+        "timezone": "UTC",
+        "enable_utc": True,
+        "task_default_queue": DEFAULT_QUEUE,
+        "worker_enable_remote_control": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": timeout_s,
+        "broker_transport_options": {
+            "visibility_timeout": visibility_s,
+            # sweep for abandoned messages often enough that the visibility timeout is what counts
+            "unacked_restore_interval": max(1.0, min(10.0, visibility_s / 4)),
+            "unacked_restore_throttle": 1,
+            "socket_timeout": max(timeout_s, 5.0),  # above BRPOP's own 1 s wait
+            "socket_connect_timeout": timeout_s,
+        },
+        "redis_socket_connect_timeout": timeout_s,
+        "redis_socket_timeout": max(timeout_s, 5.0),
+        "redis_retry_on_timeout": True,  # in workers a result must get stored; the backend retries, then fails
+        "beat_scheduler": "backends.celery_beat:RecordingScheduler",
+    }
+
+
+def create_celery_app(settings: TaskSettings, *, set_as_current: bool = False) -> Any:
+    """A configured Celery app (no tasks registered yet); the worker step that dispatches schedules included."""
+    from backends.celery_dispatcher import ScheduleDispatcher
+
+    app = TaskServiceCelery("taskservice", set_as_current=set_as_current)
+    app.conf.update(celery_config(settings))
+    app.taskservice_settings = settings
+    app.steps["worker"].add(ScheduleDispatcher)
+    return app
+
+
+def import_task_modules(module_names: Sequence[str]) -> None:
+    """Import ``TASK_MODULES``; a module that is not there is named, with the setting to fix."""
+    for name in module_names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+                raise ImportError(
+                    f"TASK_MODULES names {name!r}, which cannot be imported ({exc}); "
+                    "fix TASK_MODULES or the PYTHONPATH of this process"
+                ) from exc
+            raise

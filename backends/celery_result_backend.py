@@ -1,0 +1,128 @@
+"""Celery's Redis result backend, storing the task record's change in the same Lua round trip.
+
+Everything Celery stores for a task (success, failure, retry, revoke, progress) goes through
+``store_result``; here it also updates the taskservice record, frees the unique_key and drops
+the lease when the task ends, atomically. Celery's own keys and format are untouched, so
+``AsyncResult(id).get()`` and Flower keep working. Raw Celery spends two round trips per
+result (a GET, then SET+PUBLISH); this spends one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+from celery import states
+from celery.backends.redis import RedisBackend
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+
+from backends.celery_backend import PROGRESS, status_of_state
+from backends.celery_records import TaskRecords, to_us
+from taskservice.models import FINAL_STATUSES, TaskStatus
+from taskservice.settings import TaskSettings
+
+RETRY_REQUEST_ATTRIBUTE = "taskservice_retry"  # (due in epoch seconds, message) the runner leaves on the request
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordChange:
+    mode: str  # "final", "retry", "progress" or "meta" (Celery's result only)
+    fields: dict[str, str | int | float] = dataclasses.field(default_factory=dict)
+    drop: tuple[str, ...] = ()
+    retry_due_s: float | None = None
+
+
+def describe_error(exc: Any) -> str:
+    """``"ExceptionType: message"``; a time limit says it timed out."""
+    if isinstance(exc, TimeLimitExceeded):
+        return f"TimeoutError: the task timed out (hard time limit of {exc.args[0] if exc.args else '?'} s)"
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return "TimeoutError: the task timed out (soft time limit)"
+    if isinstance(exc, BaseException):
+        return f"{type(exc).__name__}: {exc}"
+    return str(exc)
+
+
+def record_change(result: Any, state: str, traceback: str | None, request: Any) -> RecordChange:
+    """What a Celery state change means for the task record."""
+    status = status_of_state(state)
+    now = to_us(datetime.now(UTC))
+    if state == PROGRESS and isinstance(result, dict):
+        fields: dict[str, str | int | float] = {"progress": float(result.get("progress", 0.0))}
+        message = result.get("message")
+        if message is None:
+            return RecordChange("progress", fields, drop=("progress_message",))
+        return RecordChange("progress", {**fields, "progress_message": str(message)})
+    if status == TaskStatus.SUCCEEDED:
+        fields = {"status": status.value, "finished_at": now, "result": json.dumps(result, default=repr)}
+        return RecordChange("final", fields, drop=("error", "traceback", "message"))
+    if status in FINAL_STATUSES:
+        assert status is not None
+        fields = {"status": status.value, "finished_at": now}
+        if status == TaskStatus.FAILED:
+            fields["error"] = describe_error(result)
+            if traceback:
+                fields["traceback"] = traceback
+        return RecordChange("final", fields, drop=("message",))
+    if status == TaskStatus.RETRYING:
+        fields = {"status": status.value, "error": describe_error(result)}
+        if traceback:
+            fields["traceback"] = traceback
+        due, message = getattr(request, RETRY_REQUEST_ATTRIBUTE, None) or (None, None)
+        if message is not None:
+            fields["message"] = message
+        return RecordChange("retry", fields, retry_due_s=due)
+    return RecordChange("meta")
+
+
+class RecordingRedisBackend(RedisBackend):  # type: ignore[misc]  # celery ships no type hints
+    """``RedisBackend`` + task records; configured by ``TaskServiceCelery`` (``backend_cls``)."""
+
+    def __init__(self, app: Any, url: str | None = None, **kwargs: Any) -> None:
+        super().__init__(app=app, url=url or app.conf.result_backend, **kwargs)
+
+    @cached_property
+    def records(self) -> TaskRecords:
+        settings = getattr(self.app, "taskservice_settings", None) or TaskSettings()
+        return TaskRecords(self.client, settings.result_ttl_s)
+
+    def started_meta(self, task_id: str, request: Any, info: dict[str, Any]) -> str:
+        """Celery's STARTED meta, written by the runner's claim (``task_track_started`` at no extra cost)."""
+        meta = self._get_result_meta(result=info, state=states.STARTED, traceback=None, request=request)
+        meta["task_id"] = task_id
+        return str(self.encode(meta))
+
+    def store_result(
+        self, task_id: str, result: Any, state: str, traceback: str | None = None, request: Any = None, **kwargs: Any
+    ) -> Any:
+        # The record change is worked out here, where the exception is still an exception.
+        kwargs["record_change"] = record_change(result, state, traceback, request)
+        return super().store_result(task_id, result, state, traceback, request, **kwargs)
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+        record_change: RecordChange | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
+        meta["task_id"] = _text(task_id)
+        encoded = self.encode(meta)
+        expires = self.failure_expires if state == states.FAILURE else self.expires
+        change = record_change or RecordChange("meta")
+        self.ensure(
+            self.records.store,
+            (_text(task_id), change.mode, encoded, expires, change.fields, change.drop, change.retry_due_s),
+        )
+        return result
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

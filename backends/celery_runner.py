@@ -1,0 +1,203 @@
+"""How a Celery worker runs a taskservice task: claim, run (sync or async), report progress, retry.
+
+Each ``@task`` becomes one Celery task under the same name. Before the body runs, the worker
+claims the task in Redis (one round trip): a cancelled or finished task is not run again, and
+a message redelivered while the task still runs elsewhere (its lease is live) is parked until
+that lease would have expired, then looked at again, so two copies never run at once and a
+killed worker's task is never dropped. While the body runs, the worker process refreshes the
+lease. Failures are retried with exponential back-off and jitter through the schedule set,
+never through a Celery countdown the broker would redeliver (see ``celery_config``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Coroutine, Iterable
+from typing import Any, ClassVar
+
+from celery import Task as CeleryTask
+from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
+
+from backends.celery_backend import PROGRESS
+from backends.celery_config import lease_ms
+from backends.celery_messages import DEFAULT_QUEUE, task_message
+from backends.celery_records import ClaimDefaults, TaskRecords
+from backends.celery_result_backend import RETRY_REQUEST_ATTRIBUTE
+from taskservice.codec import encode_result
+from taskservice.errors import TaskConflict
+from taskservice.progress import current_reporter
+from taskservice.registry import Task
+
+log = logging.getLogger("taskservice.celery")
+
+REDELIVERY_MARGIN_S = 0.5  # look again this long after a busy task's lease would have expired
+MAX_RETRY_DELAY_S = 3600.0
+
+
+def retry_delay_s(retry_backoff_s: float, attempt: int) -> float:
+    """Back-off before the next attempt: ``retry_backoff * 2**(attempt-1)``, jittered down to half of it."""
+    nominal = min(retry_backoff_s * 2.0 ** (attempt - 1), MAX_RETRY_DELAY_S)
+    return nominal * random.uniform(0.5, 1.0)
+
+
+class LeaseKeeper:
+    """Refreshes the leases of the tasks running in this process from a daemon thread (one per process)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, TaskRecords] = {}
+        self._lease_ms = 30_000
+        self._pid: int | None = None
+        self._token = ""
+
+    def token(self) -> str:
+        """Who holds a lease: this host and process (a prefork child gets its own on first use)."""
+        with self._lock:
+            self._adopt_process()
+            return self._token
+
+    def hold(self, records: TaskRecords, task_id: str, lease_ms: int) -> None:
+        with self._lock:
+            self._adopt_process()
+            self._lease_ms = lease_ms
+            self._held[task_id] = records
+
+    def release(self, task_id: str) -> None:
+        with self._lock:
+            self._held.pop(task_id, None)
+
+    def _adopt_process(self) -> None:
+        if self._pid != os.getpid():  # threads do not survive a fork: each process starts its own
+            self._pid = os.getpid()
+            self._held = {}
+            self._token = f"{socket.gethostname()}:{self._pid}:{uuid.uuid4().hex[:8]}"
+            threading.Thread(target=self._refresh_forever, name="taskservice-lease", daemon=True).start()
+
+    def _refresh_forever(self) -> None:
+        pid = os.getpid()
+        while self._pid == pid:
+            with self._lock:
+                interval_s = self._lease_ms / 3000
+            time.sleep(interval_s)
+            with self._lock:
+                held, lease = dict(self._held), self._lease_ms
+            if not held:
+                continue
+            try:
+                next(iter(held.values())).refresh_leases(list(held), lease)
+            except Exception:  # Redis away for a moment: the next refresh may still come in time
+                log.warning("taskservice: could not refresh the lease of %s", ", ".join(held), exc_info=True)
+
+
+LEASES = LeaseKeeper()
+
+
+class _ProcessLoop:
+    """One event loop per worker process for async tasks; a task cut off mid-way is cancelled, not left behind."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid: int | None = None
+
+    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        if self._loop is None or self._loop.is_closed() or self._pid != os.getpid():
+            self._loop, self._pid = asyncio.new_event_loop(), os.getpid()
+        loop = self._loop
+        future = loop.create_task(coroutine)
+        try:
+            return loop.run_until_complete(future)
+        except BaseException:  # the soft time limit arrives as an exception raised inside the loop
+            if not future.done():
+                future.cancel()
+                with contextlib.suppress(BaseException):  # cancelled on purpose; the first error is what counts
+                    loop.run_until_complete(future)
+            raise
+
+
+_LOOP = _ProcessLoop()
+
+
+class RecordedTask(CeleryTask):  # type: ignore[misc]  # celery ships no type hints
+    """The Celery task of one ``@task``: claims its record, runs the function, retries, reports progress."""
+
+    handle: ClassVar[Task[..., Any]]
+    typing = False  # arguments were checked against the signature at enqueue
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        backend = self.backend
+        records: TaskRecords = backend.records
+        settings = self.app.taskservice_settings
+        lease = lease_ms(settings)
+        options = self.handle.default_options
+        queue = (request.delivery_info or {}).get("routing_key") or options.queue or DEFAULT_QUEUE
+        started = backend.started_meta(request.id, request, {"pid": os.getpid(), "hostname": request.hostname})
+        defaults = ClaimDefaults(self.name, queue, options.max_retries, options.retry_backoff, options.timeout)
+        claim = backend.ensure(records.claim, (request.id, LEASES.token(), lease, started, backend.expires, defaults))
+        if claim.verdict == "busy":
+            due_s = time.time() + claim.busy_for_s + REDELIVERY_MARGIN_S
+            records.defer(request.id, due_s, self._message(args, kwargs, queue, request.retries or 0))
+            log.info("taskservice: task %s is running elsewhere; its duplicate waits %.1f s", request.id, due_s)
+            raise Ignore()
+        if claim.verdict == "conflict":
+            assert claim.unique_key is not None
+            raise TaskConflict(claim.unique_key, claim.holder)
+        if claim.verdict != "run":
+            log.info("taskservice: task %s is already %s; not run again", request.id, claim.verdict)
+            raise Ignore()
+
+        LEASES.hold(records, request.id, lease)
+        reporter_token = current_reporter.set(self._reporter(request.id))
+        try:
+            try:
+                if self.handle.is_async:
+                    value = _LOOP.run(self.handle.func(*args, **kwargs))
+                else:
+                    value = self.handle.func(*args, **kwargs)
+            except SoftTimeLimitExceeded as exc:
+                raise TimeoutError(f"task {self.name!r} timed out after {claim.timeout_s or 0:g} s") from exc
+            return encode_result(self.name, value)
+        except Exception as exc:
+            if claim.attempts > claim.max_retries:
+                raise
+            delay_s = retry_delay_s(claim.retry_backoff_s, claim.attempts)
+            message = self._message(args, kwargs, queue, claim.attempts)
+            setattr(request, RETRY_REQUEST_ATTRIBUTE, (time.time() + delay_s, message))
+            raise Retry(exc=exc, when=round(delay_s, 3)) from exc
+        finally:
+            current_reporter.reset(reporter_token)
+            LEASES.release(request.id)
+
+    def _message(self, args: tuple[Any, ...], kwargs: dict[str, Any], queue: str, retries: int) -> str:
+        """This task's message again, with the time limit it was sent with (a retry, a parked duplicate)."""
+        _hard, soft = self.request.timelimit or (None, None)
+        return task_message(self.request.id, self.name, args, kwargs, queue=queue, timeout_s=soft, retries=retries)
+
+    def _reporter(self, task_id: str) -> Any:
+        def report(percent: float, message: str | None) -> None:
+            self.update_state(task_id=task_id, state=PROGRESS, meta={"progress": percent, "message": message})
+
+        return report
+
+
+def register_tasks(app: Any, handles: Iterable[Task[..., Any]]) -> None:
+    """Register each ``@task`` on ``app`` under its own name (what ``celery inspect registered`` shows)."""
+    for handle in handles:
+        if handle.name in app.tasks:
+            continue
+        namespace = {
+            "name": handle.name,
+            "handle": handle,
+            "queue": handle.default_options.queue,
+            "__module__": handle.func.__module__,
+            "__doc__": handle.func.__doc__,
+        }
+        app.register_task(type(f"RecordedTask[{handle.name}]", (RecordedTask,), namespace))
