@@ -12,11 +12,13 @@ from typing import Literal
 
 import anyio
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app.api import images, notifications, projects
 from app.api.auth import require_admin_token
+from app.api.errors import request_validation_error
 from app.db import get_database
 from app.settings import get_settings
 from taskservice import (
@@ -67,6 +69,7 @@ def create_app() -> FastAPI:
     )
     app.add_middleware(TaskServiceMiddleware)
     app.add_exception_handler(BackendUnavailable, _backend_unavailable)
+    app.add_exception_handler(RequestValidationError, request_validation_error)
     app.include_router(images.router)
     app.include_router(projects.router)
     app.include_router(notifications.router)
