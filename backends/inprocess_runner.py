@@ -1,0 +1,366 @@
+"""``InProcessRunner``: runs claimed tasks on the home event loop (async) and on its own threads (sync).
+
+Everything here runs on the home loop's thread, except ``dispatch`` (any thread) and the body
+of a sync task (a pool thread). Per task: claim it in the store (in batches), run one attempt
+in a fresh ``contextvars.Context`` with decoded copies of its arguments, then record the
+outcome (in batches, once per loop iteration). A failed attempt with retries left is retried
+after ``retry_backoff * 2**(attempt-1)`` seconds, +/-25 % jitter, at most ``MAX_RETRY_DELAY_S``.
+
+Timeouts: an async attempt past ``timeout`` is cancelled; a sync one cannot be, so its failure
+is recorded at the deadline (with the thread's stack) and the thread finishes in the
+background without touching the record, holding its pool slot until it returns. A timed-out
+attempt is a failed attempt: it is retried while retries remain, like any other failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import contextvars
+import dataclasses
+import functools
+import logging
+import math
+import random
+import sys
+import threading
+import traceback
+from datetime import UTC, datetime
+from typing import Any
+
+from backends.task_store import INTERRUPTED_BY_STOP, Outcome, TaskStore
+from backends.task_threads import TaskThreadPool
+from taskservice.codec import encode_result
+from taskservice.models import TaskStatus
+from taskservice.progress import current_reporter
+from taskservice.service import TaskCall
+from taskservice.settings import TaskSettings
+
+log = logging.getLogger("taskservice")
+
+MAX_RETRY_DELAY_S = 600.0  # as Celery's retry_backoff_max
+STORE_RETRY_DELAY_S = 1.0  # after the store failed to claim or record, try again this much later
+_UNCHANGED_BY_JSON = (str, int, bool, type(None))
+
+
+def retry_delay_s(retry_backoff: float, attempt: int) -> float:
+    """Seconds before the attempt after ``attempt``: exponential, +/-25 % jitter, capped."""
+    return min(retry_backoff * math.pow(2, attempt - 1), MAX_RETRY_DELAY_S) * random.uniform(0.75, 1.25)
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"ExceptionType: message"`` (just the type when the message is empty)."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class _ThreadAttempt:
+    call: TaskCall
+    attempt: int
+    thread_id: int | None = None
+    settled: bool = False  # its outcome is decided (finished, timed out or cut off)
+    timer: asyncio.TimerHandle | None = None
+
+
+class InProcessRunner:
+    """Runs tasks for one service run, bounded by ``async_concurrency`` and ``thread_concurrency``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, store: TaskStore, settings: TaskSettings) -> None:
+        self._loop = loop
+        self._store = store
+        self._async_limit = settings.async_concurrency
+        self._thread_limit = settings.thread_concurrency
+        self._threads = TaskThreadPool(settings.thread_concurrency)
+        self._loop_thread_id: int | None = None
+        self.accepting = True
+        self._cutting_off = False
+        # Calls from other threads wait in the inbox; one wake-up drains many of them.
+        self._inbox: collections.deque[TaskCall] = collections.deque()
+        self._inbox_signalled = False
+        self._ready_async: collections.deque[TaskCall] = collections.deque()
+        self._ready_sync: collections.deque[TaskCall] = collections.deque()
+        self._pump_scheduled = False
+        self._async_attempts: dict[asyncio.Task[None], TaskCall] = {}
+        self._thread_attempts: set[_ThreadAttempt] = set()
+        self._threads_busy = 0  # including timed-out threads that have not returned yet
+        self._retry_timers: dict[str, asyncio.TimerHandle] = {}
+        self._outcomes: list[tuple[Outcome, TaskCall | None]] = []  # call: retry it once recorded
+        self._flush_scheduled = False
+
+    def bind(self) -> None:
+        """Called on the home loop's thread once, before any dispatch."""
+        self._loop_thread_id = threading.get_ident()
+
+    # -- intake (any thread) --------------------------------------------------------------
+
+    def dispatch(self, call: TaskCall) -> None:
+        """Run ``call`` as soon as a slot is free; callable from any thread."""
+        if threading.get_ident() == self._loop_thread_id:
+            self.dispatch_here(call)
+            return
+        self._inbox.append(call)
+        if not self._inbox_signalled:
+            self._inbox_signalled = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain_inbox)
+            except RuntimeError:  # the loop is closed: the stop decided what becomes of it
+                self._abandon_all(list(self._inbox))
+                self._inbox.clear()
+
+    def dispatch_here(self, call: TaskCall) -> None:
+        """``dispatch`` on the home loop's thread."""
+        if not self.accepting:
+            self._store.abandon(call.id, utcnow())
+            return
+        (self._ready_async if call.task.is_async else self._ready_sync).append(call)
+        self._schedule_pump()
+
+    def forget(self, task_id: str) -> None:
+        """A cancelled task: drop its retry timer (its claim would fail anyway)."""
+        handle = self._retry_timers.pop(task_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _drain_inbox(self) -> None:
+        self._inbox_signalled = False  # before draining: a call appended from now on signals again
+        inbox = self._inbox
+        while inbox:
+            self.dispatch_here(inbox.popleft())
+
+    # -- claiming and starting ------------------------------------------------------------
+
+    def _schedule_pump(self) -> None:
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._pump)
+
+    def _pump(self) -> None:
+        self._pump_scheduled = False
+        if not self.accepting:
+            return
+        async_slots = min(len(self._ready_async), self._async_limit - len(self._async_attempts))
+        sync_slots = min(len(self._ready_sync), self._thread_limit - self._threads_busy)
+        batch = [self._ready_async.popleft() for _ in range(max(async_slots, 0))]
+        batch += [self._ready_sync.popleft() for _ in range(max(sync_slots, 0))]
+        if not batch:
+            return
+        try:
+            claimed = self._store.claim([call.id for call in batch], utcnow())
+        except Exception:
+            log.exception("taskservice: could not claim %d task(s); trying again", len(batch))
+            for call in reversed(batch):
+                (self._ready_async if call.task.is_async else self._ready_sync).appendleft(call)
+            self._loop.call_later(STORE_RETRY_DELAY_S, self._schedule_pump)
+            return
+        for call in batch:
+            attempt = claimed.get(call.id)
+            if attempt is None:
+                continue  # cancelled, or another process claimed it: it must not run here
+            if call.task.is_async:
+                task = self._loop.create_task(self._run_async(call, attempt), context=contextvars.Context())
+                self._async_attempts[task] = call
+            else:
+                self._start_thread(call, attempt)
+        if len(claimed) < len(batch):
+            self._schedule_pump()  # unclaimed calls left slots free
+
+    # -- async attempts -------------------------------------------------------------------
+
+    async def _run_async(self, call: TaskCall, attempt: int) -> None:
+        current_reporter.set(functools.partial(self._store.report_progress, call.id, attempt))
+        timeout = call.options.timeout
+        retryable = True
+        try:
+            args, kwargs = call.arguments.decoded_copy()
+            if timeout is None:
+                value = await call.task.func(*args, **kwargs)
+            else:
+                value = await _within(call.task.func(*args, **kwargs), timeout)
+            outcome = _success(call, attempt, value)
+        except asyncio.CancelledError as exc:
+            if self._cutting_off:
+                outcome, retryable = _interrupted(call, attempt), False
+            else:  # cancelled from inside the task: a failure like any other
+                outcome = _failure(call, attempt, exc)
+        except BaseException as exc:  # every exception of a task is recorded on it
+            outcome = _failure(call, attempt, exc)
+        finally:
+            self._async_attempts.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+        self._settle(call, outcome, retryable)
+
+    # -- sync attempts --------------------------------------------------------------------
+
+    def _start_thread(self, call: TaskCall, attempt: int) -> None:
+        job = _ThreadAttempt(call, attempt)
+        self._threads_busy += 1
+        self._thread_attempts.add(job)
+        context = contextvars.Context()
+        try:
+            self._threads.submit(functools.partial(context.run, self._run_in_thread, job))
+        except RuntimeError as exc:  # the pool is shut down
+            self._threads_busy -= 1
+            self._thread_attempts.discard(job)
+            self._settle(call, _failure(call, attempt, exc), retryable=False)
+            return
+        if call.options.timeout is not None:
+            job.timer = self._loop.call_later(call.options.timeout, self._thread_timed_out, job)
+
+    def _run_in_thread(self, job: _ThreadAttempt) -> None:
+        """On a pool thread, in the attempt's own context."""
+        job.thread_id = threading.get_ident()
+        call = job.call
+        current_reporter.set(functools.partial(self._store.report_progress, call.id, job.attempt))
+        try:
+            args, kwargs = call.arguments.decoded_copy()
+            outcome = _success(call, job.attempt, call.task.func(*args, **kwargs))
+        except BaseException as exc:  # every exception of a task is recorded on it
+            outcome = _failure(call, job.attempt, exc)
+        with contextlib.suppress(RuntimeError):  # a closed loop: the stop already recorded this task
+            self._loop.call_soon_threadsafe(self._thread_done, job, outcome)
+
+    def _thread_done(self, job: _ThreadAttempt, outcome: Outcome) -> None:
+        self._threads_busy -= 1
+        self._thread_attempts.discard(job)
+        if job.timer is not None:
+            job.timer.cancel()
+        if job.settled:  # timed out or cut off earlier: the record already says so
+            self._schedule_pump()
+            return
+        job.settled = True
+        self._settle(job.call, outcome, retryable=True)
+
+    def _thread_timed_out(self, job: _ThreadAttempt) -> None:
+        if job.settled:
+            return
+        job.settled = True
+        timeout = job.call.options.timeout
+        frame = sys._current_frames().get(job.thread_id) if job.thread_id is not None else None
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
+        outcome = Outcome(
+            job.call.id,
+            job.attempt,
+            TaskStatus.FAILED,
+            utcnow(),
+            error=f"TimeoutError: task timed out after {timeout:g} s",
+            traceback=f"Stack of the task's thread at the timeout (it is left to finish in the background):\n{stack}"
+            f"TimeoutError: task timed out after {timeout:g} s\n",
+        )
+        self._settle(job.call, outcome, retryable=True)
+
+    # -- outcomes -------------------------------------------------------------------------
+
+    def _settle(self, call: TaskCall, outcome: Outcome, retryable: bool) -> None:
+        retry = (
+            retryable
+            and self.accepting
+            and outcome.status is TaskStatus.FAILED
+            and outcome.attempt <= call.options.max_retries
+        )
+        if retry:
+            outcome.status = TaskStatus.RETRYING
+        self._outcomes.append((outcome, call if retry else None))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        self._schedule_pump()
+
+    def _flush(self) -> None:
+        """Record the outcomes gathered this loop iteration in one go, then arm their retries."""
+        self._flush_scheduled = False
+        pending, self._outcomes = self._outcomes, []
+        if not pending:
+            return
+        try:
+            self._store.record_outcomes([outcome for outcome, _ in pending])
+        except Exception:
+            log.exception("taskservice: could not record %d task outcome(s); trying again", len(pending))
+            self._outcomes[:0] = pending
+            self._loop.call_later(STORE_RETRY_DELAY_S, self._flush)
+            return
+        for outcome, retry in pending:
+            if retry is not None and self.accepting:  # armed only once the record says retrying
+                delay = retry_delay_s(retry.options.retry_backoff, outcome.attempt)
+                self._retry_timers[retry.id] = self._loop.call_later(delay, self._retry_due, retry)
+
+    def _retry_due(self, call: TaskCall) -> None:
+        self._retry_timers.pop(call.id, None)
+        self.dispatch_here(call)
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Take nothing new; give running attempts ``grace_s``; cut off the rest as interrupted."""
+        self.accepting = False
+        for handle in self._retry_timers.values():
+            handle.cancel()
+        self._retry_timers.clear()  # their records say retrying: ending the run fails them
+        self._abandon_all([*self._inbox, *self._ready_async, *self._ready_sync])
+        self._inbox.clear()
+        self._ready_async.clear()
+        self._ready_sync.clear()
+        deadline = self._loop.time() + grace_s
+        while self._loop.time() < deadline and (
+            self._async_attempts or any(not job.settled for job in self._thread_attempts)
+        ):
+            await asyncio.sleep(min(0.02, max(deadline - self._loop.time(), 0)))
+        self._cutting_off = True
+        running = list(self._async_attempts)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=1.0)
+        for job in self._thread_attempts:
+            if not job.settled:
+                job.settled = True
+                self._settle(job.call, _interrupted(job.call, job.attempt), retryable=False)
+        self._flush()
+        self._threads.shutdown()
+
+    def _abandon_all(self, calls: list[TaskCall]) -> None:
+        now = utcnow()
+        for call in calls:
+            try:
+                self._store.abandon(call.id, now)
+            except Exception:
+                log.exception("taskservice: could not record that task %s was dropped", call.id)
+
+
+async def _within(awaitable: Any, timeout: float) -> Any:
+    """Await with a deadline; past it, ``TimeoutError`` saying so (chained to where the task was)."""
+    scope = asyncio.timeout(timeout)
+    try:
+        async with scope:
+            return await awaitable
+    except TimeoutError as exc:
+        if scope.expired():
+            raise TimeoutError(f"task timed out after {timeout:g} s") from exc
+        raise
+
+
+def _success(call: TaskCall, attempt: int, value: Any) -> Outcome:
+    if type(value) in _UNCHANGED_BY_JSON or (type(value) is float and math.isfinite(value)):
+        result = value
+    else:
+        result = encode_result(call.task.name, value)  # TypeError: the attempt fails with it
+    return Outcome(call.id, attempt, TaskStatus.SUCCEEDED, utcnow(), result=result)
+
+
+def _failure(call: TaskCall, attempt: int, exc: BaseException) -> Outcome:
+    return Outcome(
+        call.id,
+        attempt,
+        TaskStatus.FAILED,
+        utcnow(),
+        error=describe_error(exc),
+        traceback="".join(traceback.format_exception(exc)),
+    )
+
+
+def _interrupted(call: TaskCall, attempt: int) -> Outcome:
+    return Outcome(call.id, attempt, TaskStatus.FAILED, utcnow(), error=INTERRUPTED_BY_STOP)

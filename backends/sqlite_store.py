@@ -1,0 +1,451 @@
+"""``SQLiteTaskStore``: task records in one SQLite file, shared by the processes of one machine.
+
+Durability: WAL with ``synchronous=NORMAL``, so a record is on disk (against a process crash)
+once the statement that wrote it returns; ``insert`` commits before ``enqueue`` returns.
+Sharing: every record names the run that owns it (``runs`` table: token, pid, start time,
+heartbeat). A run that is gone leaves its tasks to the next run that looks (at start and at
+every heartbeat): ``running``/``retrying`` ones end ``failed`` (interrupted), ``pending`` and
+``scheduled`` ones are adopted and still run. Every transition is one conditional UPDATE,
+so two processes never both claim a task, and a periodic slot is claimed through a primary key.
+
+One connection per store, guarded by a lock; SQLite's own lock (``busy_timeout``) orders the
+processes. Times are integer microseconds since the epoch, so they come back exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from backends.process_identity import RunOwner, owner_is_alive
+from backends.task_store import INTERRUPTED_BY_CRASH, INTERRUPTED_BY_STOP, Outcome
+from taskservice.codec import Arguments
+from taskservice.errors import BackendUnavailable, TaskConflict
+from taskservice.models import TaskResult, TaskStatus
+from taskservice.registry import Task, TaskOptions, registered_tasks
+from taskservice.service import TaskCall
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_PRUNE_CHUNK = 2000
+# Spelled exactly as in the partial indexes, so SQLite's planner can use them.
+_ACTIVE = "status IN ('pending', 'scheduled', 'running', 'retrying')"
+_NOT_SUCCEEDED = "status <> 'succeeded'"
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY,            -- insertion order: newest first is seq DESC
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    payload TEXT NOT NULL,              -- the encoded arguments
+    max_retries INTEGER NOT NULL,
+    retry_backoff REAL NOT NULL,
+    timeout REAL,
+    queue TEXT,
+    unique_key TEXT,
+    owner TEXT NOT NULL,                -- runs.token of the run that owns it
+    attempts INTEGER NOT NULL DEFAULT 0,
+    result TEXT,                        -- JSON
+    error TEXT,
+    traceback TEXT,
+    progress REAL,
+    progress_message TEXT,
+    enqueued_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    run_at INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_active_unique_key ON tasks (unique_key)
+    WHERE unique_key IS NOT NULL AND {_ACTIVE};
+CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, seq) WHERE {_NOT_SUCCEEDED};
+CREATE INDEX IF NOT EXISTS tasks_by_finished_at ON tasks (finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS runs (
+    token TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    process_start TEXT,
+    heartbeat_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS periodic_firings (
+    name TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    task_id TEXT NOT NULL,
+    PRIMARY KEY (name, slot)
+) WITHOUT ROWID;
+"""
+
+_SNAPSHOT_COLUMNS = (
+    "id, name, status, result, error, traceback, progress, progress_message, attempts, "
+    "enqueued_at, started_at, finished_at, run_at"
+)
+_CALL_COLUMNS = "id, name, payload, max_retries, retry_backoff, timeout, queue, unique_key, enqueued_at, run_at"
+_INSERT = (
+    "INSERT INTO tasks (id, name, status, payload, max_retries, retry_backoff, timeout, queue, unique_key, "
+    "owner, enqueued_at, run_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def to_us(moment: datetime) -> int:
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def from_us(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+class SQLiteTaskStore:
+    """Records in a SQLite file: they survive restarts and are shared by the processes using the file."""
+
+    keeps_tasks_across_restarts = True
+
+    def __init__(self, path: str, *, stale_after_s: float = 60.0, busy_timeout_s: float = 5.0) -> None:
+        if sqlite3.sqlite_version_info < (3, 35):
+            raise BackendUnavailable(
+                f"the sqlite:// store needs SQLite >= 3.35, this Python has {sqlite3.sqlite_version}"
+            )
+        self.path = path
+        self.stale_after_s = stale_after_s  # a run whose heartbeat is this old counts as dead
+        self.busy_timeout_s = busy_timeout_s
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+        self._owner: RunOwner | None = None
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def begin_run(self, owner: RunOwner) -> list[TaskCall]:
+        self._owner = owner
+        with self._transaction() as conn:
+            self._register(conn, owner)
+            return self._recover(conn, owner)
+
+    def heartbeat(self) -> list[TaskCall]:
+        owner = self._require_owner()
+        with self._transaction() as conn:
+            updated = conn.execute(
+                "UPDATE runs SET heartbeat_at = ? WHERE token = ?", (to_us(datetime.now(UTC)), owner.token)
+            ).rowcount
+            if not updated:  # a sibling took this run for dead (a long pause): say it is alive again
+                self._register(conn, owner)
+            return self._recover(conn, owner)
+
+    def end_run(self, now: datetime) -> None:
+        owner = self._owner
+        if owner is None:
+            return
+        with self._transaction() as conn:
+            conn.execute(
+                f"UPDATE tasks SET status = 'failed', error = ?, traceback = NULL, finished_at = ? "
+                f"WHERE {_NOT_SUCCEEDED} AND status IN ('running', 'retrying') AND owner = ?",
+                (INTERRUPTED_BY_STOP, to_us(now), owner.token),
+            )
+            # Its pending and scheduled tasks stay: without a run they are adopted by the next one.
+            conn.execute("DELETE FROM runs WHERE token = ?", (owner.token,))
+        self._owner = None
+
+    def _register(self, conn: sqlite3.Connection, owner: RunOwner) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO runs (token, pid, host, process_start, heartbeat_at) VALUES (?, ?, ?, ?, ?)",
+            (owner.token, owner.pid, owner.host, owner.process_start, to_us(datetime.now(UTC))),
+        )
+
+    def _recover(self, conn: sqlite3.Connection, owner: RunOwner) -> list[TaskCall]:
+        """In a transaction: settle the tasks of runs that are gone; return the calls adopted."""
+        now_us = to_us(datetime.now(UTC))
+        alive: set[str] = {owner.token}
+        for token, pid, host, started, heartbeat_at in conn.execute(
+            "SELECT token, pid, host, process_start, heartbeat_at FROM runs WHERE token <> ?", (owner.token,)
+        ).fetchall():
+            age_s = (now_us - heartbeat_at) / 1e6
+            if owner_is_alive(
+                pid=pid, host=host, started=started, heartbeat_age_s=age_s, stale_after_s=self.stale_after_s
+            ):
+                alive.add(token)
+            else:
+                conn.execute("DELETE FROM runs WHERE token = ?", (token,))
+        owners = conn.execute(f"SELECT DISTINCT owner FROM tasks WHERE {_NOT_SUCCEEDED} AND {_ACTIVE}").fetchall()
+        adopted: list[TaskCall] = []
+        for (gone,) in owners:
+            if gone in alive:
+                continue
+            conn.execute(
+                f"UPDATE tasks SET status = 'failed', error = ?, traceback = NULL, finished_at = ? "
+                f"WHERE {_NOT_SUCCEEDED} AND status IN ('running', 'retrying') AND owner = ?",
+                (INTERRUPTED_BY_CRASH, now_us, gone),
+            )
+            rows = conn.execute(
+                f"UPDATE tasks SET owner = ? WHERE {_NOT_SUCCEEDED} AND status IN ('pending', 'scheduled') "
+                f"AND owner = ? RETURNING {_CALL_COLUMNS}",
+                (owner.token, gone),
+            ).fetchall()
+            adopted.extend(_call_from_row(row) for row in rows)
+        adopted.sort(key=lambda call: call.enqueued_at)
+        return adopted
+
+    # -- tasks --------------------------------------------------------------------------
+
+    def insert(self, call: TaskCall) -> None:
+        owner = self._require_owner()
+        options = call.options
+        params = (
+            call.id,
+            call.task.name,
+            call.initial_status.value,
+            call.arguments.encoded,
+            options.max_retries,
+            options.retry_backoff,
+            options.timeout,
+            options.queue,
+            options.unique_key,
+            owner.token,
+            to_us(call.enqueued_at),
+            None if call.run_at is None else to_us(call.run_at),
+        )
+        with self._using() as conn:
+            try:
+                conn.execute(_INSERT, params)
+            except sqlite3.IntegrityError as exc:
+                key = options.unique_key
+                if key is None or "unique_key" not in str(exc):
+                    raise
+                holder = conn.execute(f"SELECT id FROM tasks WHERE unique_key = ? AND {_ACTIVE}", (key,)).fetchone()
+                raise TaskConflict(key, holder[0] if holder else None) from None
+
+    def get(self, task_id: str) -> TaskResult | None:
+        with self._using() as conn:
+            row = conn.execute(f"SELECT {_SNAPSHOT_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return None if row is None else _snapshot(row)
+
+    def list(self, status: TaskStatus | None, limit: int) -> list[TaskResult]:
+        params: tuple[Any, ...]
+        if status is None:
+            where, params = "", (limit,)
+        elif status is TaskStatus.SUCCEEDED:
+            where, params = "WHERE status = 'succeeded'", (limit,)
+        else:
+            where, params = f"WHERE status = ? AND {_NOT_SUCCEEDED}", (status.value, limit)
+        with self._using() as conn:
+            rows = conn.execute(f"SELECT {_SNAPSHOT_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ?", params)
+            return [_snapshot(row) for row in rows.fetchall()]
+
+    def claim(self, task_ids: Sequence[str], now: datetime) -> dict[str, int]:
+        owner = self._require_owner()
+        with self._using() as conn:
+            rows = conn.execute(
+                "UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = ?, owner = ? "
+                "WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('pending', 'scheduled', 'retrying') "
+                "RETURNING id, attempts",
+                (to_us(now), owner.token, json.dumps(list(task_ids))),
+            ).fetchall()
+        return dict(rows)
+
+    def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        params = [
+            (
+                outcome.status.value,
+                None if outcome.status is not TaskStatus.SUCCEEDED else json.dumps(outcome.result),
+                outcome.error,
+                outcome.traceback,
+                None if outcome.status is TaskStatus.RETRYING else to_us(outcome.at),
+                outcome.task_id,
+                outcome.attempt,
+            )
+            for outcome in outcomes
+        ]
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE tasks SET status = ?, result = ?, error = ?, traceback = ?, finished_at = ? "
+                "WHERE id = ? AND attempts = ? AND status = 'running'",
+                params,
+            )
+
+    def report_progress(self, task_id: str, attempt: int, percent: float, message: str | None) -> None:
+        with self._using() as conn:
+            conn.execute(
+                "UPDATE tasks SET progress = ?, progress_message = ? "
+                "WHERE id = ? AND attempts = ? AND status = 'running'",
+                (percent, message, task_id, attempt),
+            )
+
+    def cancel(self, task_id: str, now: datetime) -> bool | None:
+        with self._using() as conn:
+            changed = conn.execute(
+                "UPDATE tasks SET status = 'cancelled', finished_at = ? "
+                "WHERE id = ? AND status IN ('pending', 'scheduled', 'retrying')",
+                (to_us(now), task_id),
+            ).rowcount
+            if changed:
+                return True
+            return False if conn.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() else None
+
+    def abandon(self, task_id: str, now: datetime) -> None:
+        """Nothing to do: once this run has ended, its pending tasks are adopted by the next run."""
+
+    def claim_periodic_slot(self, call: TaskCall, slot: datetime) -> bool:
+        owner = self._require_owner()
+        with self._transaction() as conn:
+            firing = conn.execute(
+                "INSERT OR IGNORE INTO periodic_firings (name, slot, task_id) VALUES (?, ?, ?)",
+                (call.task.name, to_us(slot), call.id),
+            )
+            if not firing.rowcount:
+                return False
+            conn.execute(
+                _INSERT,
+                (
+                    call.id,
+                    call.task.name,
+                    call.initial_status.value,
+                    call.arguments.encoded,
+                    call.options.max_retries,
+                    call.options.retry_backoff,
+                    call.options.timeout,
+                    call.options.queue,
+                    call.options.unique_key,
+                    owner.token,
+                    to_us(call.enqueued_at),
+                    None,
+                ),
+            )
+        return True
+
+    def prune(self, finished_before: datetime) -> int:
+        cutoff = to_us(finished_before)
+        pruned = 0
+        while True:  # in chunks, so other threads and processes get the lock in between
+            with self._using() as conn:
+                deleted = conn.execute(
+                    "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE finished_at < ? LIMIT ?)",
+                    (cutoff, _PRUNE_CHUNK),
+                ).rowcount
+            pruned += deleted
+            if deleted < _PRUNE_CHUNK:
+                break
+        with self._using() as conn:
+            conn.execute("DELETE FROM periodic_firings WHERE slot < ?", (cutoff,))
+        return pruned
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _require_owner(self) -> RunOwner:
+        if self._owner is None:
+            raise RuntimeError("the store has no run: begin_run() first")
+        return self._owner
+
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; a failing database becomes ``BackendUnavailable``."""
+        with self._lock:
+            try:
+                yield self._connect()
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.Error as exc:
+                raise BackendUnavailable(
+                    f"the task store sqlite:///{self.path} cannot be used: {exc} "
+                    "(check TASK_STORE_URL, that the file and its directory are writable, and free disk space)"
+                ) from exc
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._using() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is None:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable against a process crash
+                conn.execute("PRAGMA journal_size_limit = 67108864")  # the WAL file shrinks back after checkpoints
+                conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")  # one process creates it, the others wait
+            except BaseException:
+                conn.close()
+                raise
+            self._connection = conn
+        return self._connection
+
+
+def _snapshot(row: tuple[Any, ...]) -> TaskResult:
+    (
+        task_id,
+        name,
+        status,
+        result,
+        error,
+        traceback,
+        progress,
+        message,
+        attempts,
+        enqueued,
+        started,
+        finished,
+        run_at,
+    ) = row
+    return TaskResult(
+        id=task_id,
+        name=name,
+        status=TaskStatus(status),
+        result=None if result is None else json.loads(result),
+        error=error,
+        traceback=traceback,
+        progress=progress,
+        progress_message=message,
+        attempts=attempts,
+        enqueued_at=from_us(enqueued),
+        started_at=from_us(started),
+        finished_at=from_us(finished),
+        run_at=from_us(run_at),
+    )
+
+
+def _call_from_row(row: tuple[Any, ...]) -> TaskCall:
+    """Rebuild an adopted call; a task this process does not know fails with a clear error when it runs."""
+    task_id, name, payload, max_retries, retry_backoff, timeout, queue, unique_key, enqueued, run_at = row
+    options = TaskOptions(
+        max_retries=max_retries, retry_backoff=retry_backoff, timeout=timeout, queue=queue, unique_key=unique_key
+    )
+    decoded = json.loads(payload)
+    handle = registered_tasks().get(name)
+    task = handle if handle is not None else _unknown_task(name)
+    enqueued_at = from_us(enqueued)
+    assert enqueued_at is not None
+    return TaskCall(
+        id=task_id,
+        task=task,
+        arguments=Arguments(decoded["args"], decoded["kwargs"], payload),
+        options=options,
+        enqueued_at=enqueued_at,
+        run_at=from_us(run_at),
+    )
+
+
+def _unknown_task(name: str) -> Task[..., Any]:
+    async def unknown(*args: Any, **kwargs: Any) -> None:
+        raise LookupError(
+            f"no task is registered under the name {name!r} in this process: is its module in TASK_MODULES?"
+        )
+
+    return Task(unknown, name, TaskOptions())
