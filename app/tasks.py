@@ -7,7 +7,7 @@ shared database and data directory, and is safe to run twice (delivery is at lea
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -24,6 +24,8 @@ from taskservice import TaskConflict, get_task_service, periodic, set_progress, 
 log = logging.getLogger("app.tasks")
 
 MAX_THUMBNAIL_REPAIRS = 3
+# An image not ready yet may just have been uploaded, its task about to be enqueued: leave it be for a while.
+NEW_IMAGE_GRACE = timedelta(seconds=60)
 PROGRESS_STEP_PERCENT = 2.0
 
 
@@ -110,10 +112,12 @@ def check_thumbnail_integrity() -> dict[str, int]:
     service = get_task_service()
     counts = {"checked": 0, "missing": 0, "requeued": 0, "already_queued": 0, "given_up": 0}
     with db.session() as session:
-        images = session.execute(select(Image.id, Image.thumbnail_ready, Image.repairs)).all()
-    for image_id, ready, repairs in images:
+        images = session.execute(select(Image.id, Image.thumbnail_ready, Image.repairs, Image.created_at)).all()
+    for image_id, ready, repairs, created_at in images:
         counts["checked"] += 1
         if ready and all(files.thumbnail(image_id, size).is_file() for size in THUMBNAIL_SIZES):
+            continue
+        if not ready and started_at - created_at < NEW_IMAGE_GRACE:
             continue
         counts["missing"] += 1
         if repairs >= MAX_THUMBNAIL_REPAIRS:

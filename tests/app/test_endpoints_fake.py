@@ -240,3 +240,37 @@ def test_nothing_is_stored_for_a_refused_upload(client: TestClient, task_service
         assert session.scalar(select(func.count()).select_from(Notification)) == 0
     assert not any(data_dir().root.joinpath("images").glob("*"))
     assert task_service_override.calls == []
+
+
+def test_integrity_check_leaves_fresh_uploads_alone_and_repairs_stale_ones(
+    client: TestClient, task_service_override: FakeTaskService
+) -> None:
+    upload_image(client, jpeg_bytes())  # fresh: its task may simply not be enqueued yet
+    stale_id = upload_image(client, jpeg_bytes())
+    task_service_override.clear()  # as if both uploads' tasks were lost (a crash before they ran)
+    with get_database().session() as session:
+        session.get_one(Image, stale_id).created_at = datetime.now(UTC) - timedelta(minutes=5)
+
+    counts = check_thumbnail_integrity()
+
+    assert counts == {"checked": 2, "missing": 1, "requeued": 1, "already_queued": 0, "given_up": 0}
+    [call] = task_service_override.enqueued(make_image_thumbnails)
+    assert call.args == [stale_id]
+
+
+def test_integrity_check_gives_up_on_an_image_that_never_converts(
+    client: TestClient, task_service_override: FakeTaskService
+) -> None:
+    image_id = upload_image(client, jpeg_bytes())
+    data_dir().original(image_id).write_bytes(b"damaged on disk")
+    with get_database().session() as session:
+        session.get_one(Image, image_id).created_at = datetime.now(UTC) - timedelta(minutes=5)
+    assert task_service_override.run_all()[0].status == TaskStatus.FAILED
+
+    for _ in range(4):
+        counts = check_thumbnail_integrity()
+        task_service_override.run_all()
+
+    assert counts["given_up"] == 1 and counts["requeued"] == 0
+    with get_database().session() as session:
+        assert session.get_one(Image, image_id).repairs == 3
