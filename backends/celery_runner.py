@@ -55,6 +55,7 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._held: dict[str, TaskRecords] = {}
         self._lease_ms = 30_000
+        self._wake = threading.Event()
         self._pid: int | None = None
         self._token = ""
 
@@ -67,8 +68,10 @@ class LeaseKeeper:
     def hold(self, records: TaskRecords, task_id: str, lease_ms: int) -> None:
         with self._lock:
             self._adopt_process()
-            self._lease_ms = lease_ms
             self._held[task_id] = records
+            if lease_ms != self._lease_ms:  # the first task of this process: refresh at its pace from now on
+                self._lease_ms = lease_ms
+                self._wake.set()
 
     def release(self, task_id: str) -> None:
         with self._lock:
@@ -78,6 +81,7 @@ class LeaseKeeper:
         if self._pid != os.getpid():  # threads do not survive a fork: each process starts its own
             self._pid = os.getpid()
             self._held = {}
+            self._wake = threading.Event()
             self._token = f"{socket.gethostname()}:{self._pid}:{uuid.uuid4().hex[:8]}"
             threading.Thread(target=self._refresh_forever, name="taskservice-lease", daemon=True).start()
 
@@ -86,7 +90,8 @@ class LeaseKeeper:
         while self._pid == pid:
             with self._lock:
                 interval_s = self._lease_ms / 3000
-            time.sleep(interval_s)
+            self._wake.wait(interval_s)
+            self._wake.clear()
             with self._lock:
                 held, lease = dict(self._held), self._lease_ms
             if not held:
@@ -143,9 +148,9 @@ class RecordedTask(CeleryTask):  # type: ignore[misc]  # celery ships no type hi
         defaults = ClaimDefaults(self.name, queue, options.max_retries, options.retry_backoff, options.timeout)
         claim = backend.ensure(records.claim, (request.id, LEASES.token(), lease, started, backend.expires, defaults))
         if claim.verdict == "busy":
-            due_s = time.time() + claim.busy_for_s + REDELIVERY_MARGIN_S
-            records.defer(request.id, due_s, self._message(args, kwargs, queue, request.retries or 0))
-            log.info("taskservice: task %s is running elsewhere; its duplicate waits %.1f s", request.id, due_s)
+            wait_s = claim.busy_for_s + REDELIVERY_MARGIN_S
+            records.defer(request.id, time.time() + wait_s, self._message(args, kwargs, queue, request.retries or 0))
+            log.info("taskservice: task %s is running elsewhere; its duplicate waits %.1f s", request.id, wait_s)
             raise Ignore()
         if claim.verdict == "conflict":
             assert claim.unique_key is not None

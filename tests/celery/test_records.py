@@ -1,0 +1,298 @@
+"""The Redis pieces of the Celery backend (records, unique keys, leases, cancels, the schedule set).
+
+Every test runs twice: on fakeredis (fast, in-process Lua) and on a private redis-server (the
+real thing the scripts are written for).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+
+from backends.celery_records import ClaimDefaults, TaskRecords, to_seconds, to_us
+from taskservice import TaskConflict, TaskStatus
+from taskservice.codec import encode_arguments
+from taskservice.registry import Task
+from taskservice.service import TaskCall
+from tests import tasks
+from tests.processes import RedisServer, redis_server
+
+LEASE_MS = 5_000
+DEFAULTS = ClaimDefaults("tests.add", "celery", max_retries=0, retry_backoff_s=1.0, timeout_s=None)
+
+
+@pytest.fixture(scope="module")
+def real_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with redis_server(tmp_path_factory.mktemp("records-redis")) as server:
+        yield server
+
+
+@pytest.fixture(params=["fakeredis", "redis-server"])
+def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    if request.param == "fakeredis":
+        fake = fakeredis.FakeRedis()
+        yield fake
+        fake.close()
+        return
+    server: RedisServer = request.getfixturevalue("real_redis")
+    real = redis.Redis.from_url(server.url)
+    real.flushdb()
+    yield real
+    real.close()
+
+
+@pytest.fixture
+def records(client: redis.Redis) -> TaskRecords:
+    return TaskRecords(client, result_ttl_s=60)
+
+
+def make_call(handle: Task[..., Any], *args: Any, run_at: datetime | None = None, **options: Any) -> TaskCall:
+    if options:
+        handle = handle.options(**options)
+    arguments = encode_arguments(handle.name, handle.func, args, {}, 1 << 20)
+    return TaskCall(str(uuid.uuid4()), handle, arguments, handle.default_options, datetime.now(UTC), run_at)
+
+
+def insert(records: TaskRecords, call: TaskCall, queue: str = "celery") -> None:
+    records.insert(call, json.dumps({"task": call.id}), queue)
+
+
+def claim(records: TaskRecords, task_id: str, lease_ms: int = LEASE_MS, token: str = "worker-1") -> Any:
+    return records.claim(task_id, token, lease_ms, '{"status": "STARTED"}', 60, DEFAULTS)
+
+
+def finish(records: TaskRecords, task_id: str, status: TaskStatus = TaskStatus.SUCCEEDED) -> None:
+    fields = {"status": status.value, "finished_at": to_us(datetime.now(UTC)), "result": "5"}
+    records.store(task_id, "final", '{"status": "SUCCESS"}', 60, fields, drop=("error", "traceback"))
+
+
+def test_enqueue_writes_the_record_and_pushes_the_message_at_once(records: TaskRecords, client: redis.Redis) -> None:
+    call = make_call(tasks.add, 1, 2)
+    insert(records, call, queue="reports")
+
+    snapshot = records.read(call.id)
+    assert snapshot is not None
+    assert (snapshot.status, snapshot.name, snapshot.attempts) == (TaskStatus.PENDING, "tests.add", 0)
+    assert snapshot.enqueued_at == call.enqueued_at, "timestamps are kept to the microsecond"
+    assert client.lrange("reports", 0, -1) == [json.dumps({"task": call.id}).encode()]
+    assert records.read("no-such-id") is None
+
+
+def test_a_scheduled_task_waits_in_redis_not_in_the_broker(records: TaskRecords, client: redis.Redis) -> None:
+    run_at = datetime.now(UTC) + timedelta(days=30)
+    call = make_call(tasks.add, 1, 2, run_at=run_at)
+    insert(records, call)
+
+    snapshot = records.read(call.id)
+    assert snapshot is not None and (snapshot.status, snapshot.run_at) == (TaskStatus.SCHEDULED, run_at)
+    assert client.llen("celery") == 0
+    assert client.zscore(records.schedule_key, call.id) == pytest.approx(to_seconds(run_at))
+    assert client.pttl(records.record_key(call.id)) > 30 * 86400 * 1000, "the record outlives the wait"
+
+
+def test_a_held_unique_key_refuses_the_second_task_and_writes_nothing(
+    records: TaskRecords, client: redis.Redis
+) -> None:
+    first = make_call(tasks.add, 1, 2, unique_key="project:1")
+    insert(records, first)
+    second = make_call(tasks.add, 3, 4, unique_key="project:1")
+
+    with pytest.raises(TaskConflict) as caught:
+        insert(records, second)
+
+    assert (caught.value.unique_key, caught.value.active_task_id) == ("project:1", first.id)
+    assert records.read(second.id) is None
+    assert client.llen("celery") == 1
+    assert [result.id for result in records.recent(None, 10)] == [first.id]
+
+
+def test_the_unique_key_frees_when_the_task_ends(records: TaskRecords) -> None:
+    first = make_call(tasks.add, 1, 2, unique_key="project:2")
+    insert(records, first)
+    assert claim(records, first.id).verdict == "run"
+    finish(records, first.id, TaskStatus.FAILED)
+
+    insert(records, make_call(tasks.add, 1, 2, unique_key="project:2"))  # no conflict
+
+
+def test_a_dead_workers_lease_frees_the_unique_key(records: TaskRecords) -> None:
+    first = make_call(tasks.add, 1, 2, unique_key="project:3")
+    insert(records, first)
+    assert claim(records, first.id, lease_ms=50).verdict == "run"
+    with pytest.raises(TaskConflict):
+        insert(records, make_call(tasks.add, 1, 2, unique_key="project:3"))
+
+    time.sleep(0.1)  # the worker stopped refreshing: it died
+    insert(records, make_call(tasks.add, 1, 2, unique_key="project:3"))
+
+
+def test_claim_runs_once_and_says_why_not_otherwise(records: TaskRecords) -> None:
+    call = make_call(tasks.flaky, "unused-dir", 1, max_retries=2, retry_backoff=0.5, timeout=7)
+    insert(records, call)
+
+    first = claim(records, call.id)
+    assert (first.verdict, first.attempts, first.max_retries, first.retry_backoff_s, first.timeout_s) == (
+        "run", 1, 2, 0.5, 7.0,
+    )  # fmt: skip
+    snapshot = records.read(call.id)
+    assert snapshot is not None and snapshot.status == TaskStatus.RUNNING and snapshot.started_at is not None
+
+    duplicate = claim(records, call.id, token="worker-2")
+    assert duplicate.verdict == "busy" and 0 < duplicate.busy_for_s <= LEASE_MS / 1000
+
+    finish(records, call.id)
+    assert claim(records, call.id, token="worker-3").verdict == "succeeded"
+
+
+def test_a_redelivered_task_runs_again_once_its_lease_expired(records: TaskRecords) -> None:
+    call = make_call(tasks.add, 1, 2)
+    insert(records, call)
+    assert claim(records, call.id, lease_ms=50).verdict == "run"
+    time.sleep(0.1)
+
+    again = claim(records, call.id, token="worker-2")
+    assert (again.verdict, again.attempts) == ("run", 2)
+
+
+def test_a_message_sent_without_taskservice_gets_a_record_when_claimed(records: TaskRecords) -> None:
+    task_id = str(uuid.uuid4())
+    assert claim(records, task_id).verdict == "run"
+
+    snapshot = records.read(task_id)
+    assert snapshot is not None and (snapshot.name, snapshot.status, snapshot.attempts) == (
+        "tests.add", TaskStatus.RUNNING, 1,
+    )  # fmt: skip
+    assert [result.id for result in records.recent(None, 10)] == [task_id]
+
+
+def test_a_redelivered_task_whose_key_was_taken_meanwhile_conflicts(records: TaskRecords) -> None:
+    first = make_call(tasks.add, 1, 2, unique_key="project:4")
+    insert(records, first)
+    claim(records, first.id, lease_ms=50)
+    time.sleep(0.1)
+    second = make_call(tasks.add, 1, 2, unique_key="project:4")
+    insert(records, second)
+
+    verdict = claim(records, first.id, token="worker-2")
+    assert (verdict.verdict, verdict.unique_key, verdict.holder) == ("conflict", "project:4", second.id)
+
+
+def test_cancel_is_durable_and_only_for_tasks_that_did_not_start(records: TaskRecords, client: redis.Redis) -> None:
+    pending, scheduled, running = (
+        make_call(tasks.add, 1, 2, unique_key="project:5"),
+        make_call(tasks.add, 1, 2, run_at=datetime.now(UTC) + timedelta(hours=1)),
+        make_call(tasks.add, 1, 2),
+    )
+    for call in (pending, scheduled, running):
+        insert(records, call)
+    claim(records, running.id)
+
+    assert records.cancel(pending.id, '{"status": "REVOKED"}', 60) is True
+    assert records.cancel(scheduled.id, '{"status": "REVOKED"}', 60) is True
+    assert records.cancel(running.id, '{"status": "REVOKED"}', 60) is False
+    assert records.cancel(pending.id, '{"status": "REVOKED"}', 60) is False, "twice reports nothing new"
+    assert records.cancel("no-such-id", '{"status": "REVOKED"}', 60) is None
+
+    snapshot = records.read(pending.id)
+    assert snapshot is not None and snapshot.status == TaskStatus.CANCELLED and snapshot.finished_at is not None
+    assert claim(records, pending.id).verdict == "cancelled", "the worker checks before running"
+    assert client.zscore(records.schedule_key, scheduled.id) is None
+    assert client.get(records.meta_key(pending.id)) == b'{"status": "REVOKED"}'
+    insert(records, make_call(tasks.add, 1, 2, unique_key="project:5"))  # the key is free again
+
+
+def test_dispatch_moves_each_due_entry_once(records: TaskRecords, client: redis.Redis) -> None:
+    now = datetime.now(UTC)
+    due = make_call(tasks.add, 1, 2, run_at=now - timedelta(seconds=1))
+    later = make_call(tasks.add, 1, 2, run_at=now + timedelta(minutes=5))
+    cancelled = make_call(tasks.add, 1, 2, run_at=now - timedelta(seconds=2))
+    for call in (due, later, cancelled):
+        insert(records, call)
+    records.cancel(cancelled.id, "{}", 60)
+
+    moved, next_due_s = records.dispatch_due(to_seconds(now))
+    assert moved == 1
+    assert next_due_s == pytest.approx(to_seconds(later.run_at))  # type: ignore[arg-type]
+    assert client.lrange("celery", 0, -1) == [json.dumps({"task": due.id}).encode()]
+    assert records.dispatch_due(to_seconds(now)) == (0, next_due_s), "a second dispatcher finds nothing"
+    assert client.hget(records.record_key(due.id), "message") is None
+
+
+def test_a_retry_waits_in_the_schedule_set_with_its_error(records: TaskRecords, client: redis.Redis) -> None:
+    call = make_call(tasks.flaky, "unused-dir", 1, max_retries=1)
+    insert(records, call)
+    claim(records, call.id)
+    due_s = time.time() + 30
+    fields = {"status": "retrying", "error": "RuntimeError: run 1", "message": "retry-message"}
+    records.store(call.id, "retry", '{"status": "RETRY"}', 60, fields, retry_due_s=due_s)
+
+    snapshot = records.read(call.id)
+    assert snapshot is not None and (snapshot.status, snapshot.error) == (TaskStatus.RETRYING, "RuntimeError: run 1")
+    assert client.zscore(records.schedule_key, call.id) == pytest.approx(due_s)
+    assert client.exists(records.lease_key(call.id)) == 0
+    records.dispatch_due(due_s + 1)
+    assert client.lrange("celery", 0, -1)[0] == b"retry-message"
+
+    assert claim(records, call.id).attempts == 2
+    finish(records, call.id)
+    final = records.read(call.id)
+    assert final is not None and (final.status, final.error, final.result) == (TaskStatus.SUCCEEDED, None, 5)
+
+
+def test_progress_is_recorded_only_while_running(records: TaskRecords) -> None:
+    call = make_call(tasks.add, 1, 2)
+    insert(records, call)
+    records.store(call.id, "progress", "{}", 60, {"progress": 10.0, "progress_message": "early"})
+    early = records.read(call.id)
+    assert early is not None and early.progress is None
+
+    claim(records, call.id)
+    records.store(call.id, "progress", "{}", 60, {"progress": 40.0, "progress_message": "halfway"})
+    running = records.read(call.id)
+    assert running is not None and (running.progress, running.progress_message) == (40.0, "halfway")
+
+
+def test_celery_success_is_never_overwritten(records: TaskRecords, client: redis.Redis) -> None:
+    task_id = str(uuid.uuid4())  # a task taskservice never recorded: Celery's own rule still holds
+    records.store(task_id, "meta", '{"status": "SUCCESS", "result": 1}', 60)
+    records.store(task_id, "final", '{"status": "FAILURE"}', 60, {"status": "failed"})
+    assert client.get(records.meta_key(task_id)) == b'{"status": "SUCCESS", "result": 1}'
+    assert records.read(task_id) is None
+
+    call = make_call(tasks.add, 1, 2)
+    insert(records, call)
+    claim(records, call.id)
+    finish(records, call.id)
+    records.store(call.id, "final", '{"status": "FAILURE"}', 60, {"status": "failed", "error": "late"})
+    final = records.read(call.id)
+    assert final is not None and (final.status, final.error) == (TaskStatus.SUCCEEDED, None)
+
+
+def test_recent_is_newest_first_filters_and_forgets_expired_records(records: TaskRecords, client: redis.Redis) -> None:
+    calls = [make_call(tasks.add, n, n) for n in range(5)]
+    for call in calls:
+        insert(records, call)
+        time.sleep(0.002)
+    claim(records, calls[1].id)
+    client.delete(records.record_key(calls[0].id))  # expired
+
+    assert [result.id for result in records.recent(None, 10)] == [call.id for call in reversed(calls[1:])]
+    assert [result.id for result in records.recent(TaskStatus.RUNNING, 10)] == [calls[1].id]
+    assert [result.id for result in records.recent(None, 2, page_size=1)] == [calls[4].id, calls[3].id]
+    assert client.zscore(records.index_key, calls[0].id) is None
+
+
+def test_leases_are_refreshed(records: TaskRecords, client: redis.Redis) -> None:
+    call = make_call(tasks.add, 1, 2)
+    insert(records, call)
+    claim(records, call.id, lease_ms=1_000)
+    records.refresh_leases([call.id], 60_000)
+    assert client.pttl(records.lease_key(call.id)) > 30_000
