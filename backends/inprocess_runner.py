@@ -41,6 +41,9 @@ log = logging.getLogger("taskservice")
 
 MAX_RETRY_DELAY_S = 600.0  # as Celery's retry_backoff_max
 STORE_RETRY_DELAY_S = 1.0  # after the store failed to claim or record, try again this much later
+# Calls from other threads are collected this long before the loop takes them: one wake-up and
+# one claim per batch instead of per call (a claim in SQLite is a commit).
+INBOX_BATCH_WINDOW_S = 0.001
 _UNCHANGED_BY_JSON = (str, int, bool, type(None))
 
 
@@ -108,7 +111,7 @@ class InProcessRunner:
         if not self._inbox_signalled:
             self._inbox_signalled = True
             try:
-                self._loop.call_soon_threadsafe(self._drain_inbox)
+                self._loop.call_soon_threadsafe(self._loop.call_later, INBOX_BATCH_WINDOW_S, self._drain_inbox)
             except RuntimeError:  # the loop is closed: the stop decided what becomes of it
                 self._abandon_all(list(self._inbox))
                 self._inbox.clear()
