@@ -281,7 +281,7 @@ class FakeTaskService(TaskService):
             except Exception as exc:
                 failure = exc
                 with self._lock:
-                    record.error = f"{type(exc).__name__}: {exc}"
+                    record.error = _describe(exc)
                     record.traceback = traceback.format_exc()
                     record.status = TaskStatus.RETRYING if attempt <= options.max_retries else TaskStatus.FAILED
                 continue
@@ -318,14 +318,20 @@ class FakeTaskService(TaskService):
                 value = handle.func(*args, **kwargs)
                 # A sync body cannot be interrupted here; past its timeout it fails as it would in production.
                 if timeout_s is not None and time.monotonic() - started > timeout_s:
-                    raise _timed_out(handle, timeout_s)
+                    raise _timed_out(timeout_s)
         finally:
             current_reporter.reset(token)
         return encode_result(handle.name, value)
 
 
-def _timed_out(handle: Task[..., Any], timeout_s: float) -> TimeoutError:
-    return TimeoutError(f"task {handle.name!r} timed out after {timeout_s:g} s")
+def _describe(exc: BaseException) -> str:
+    """``"ExceptionType: message"`` (just the type when the message is empty), as the in-process backend says."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _timed_out(timeout_s: float) -> TimeoutError:
+    return TimeoutError(f"task timed out after {timeout_s:g} s")
 
 
 def _run_coroutine(handle: Task[..., Any], args: list[Any], kwargs: dict[str, Any], timeout_s: float | None) -> Any:
@@ -340,7 +346,7 @@ def _run_coroutine(handle: Task[..., Any], args: list[Any], kwargs: dict[str, An
                 return await handle.func(*args, **kwargs)
         except TimeoutError:
             if deadline.expired():  # not a TimeoutError the task raised itself
-                raise _timed_out(handle, timeout_s) from None
+                raise _timed_out(timeout_s) from None
             raise
 
     try:

@@ -61,6 +61,11 @@ def fail(message: str) -> None:
     raise ValueError(message)
 
 
+@task
+def fail_without_a_message() -> None:
+    raise RuntimeError
+
+
 @task(max_retries=3, retry_backoff=100.0)
 def flaky(key: str, failures: int) -> int:
     """Fail the first ``failures`` runs; a backoff of 100 s that the fake never waits for."""
@@ -340,6 +345,7 @@ def test_failures_are_recorded_with_type_message_and_traceback(fake: FakeTaskSer
     assert result.traceback is not None
     assert "test_testing_kit.py" in result.traceback and result.traceback.rstrip().endswith("disk is full")
     assert result.finished_at is not None
+    assert fake.run(fake.enqueue(fail_without_a_message)).error == "RuntimeError"
 
 
 def test_a_result_json_cannot_carry_fails_the_task(fake: FakeTaskService) -> None:
