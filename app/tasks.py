@@ -58,7 +58,7 @@ def process_project(project_id: str, run_token: int) -> dict[str, Any]:
         nonlocal last_reported
         if percent - last_reported >= PROGRESS_STEP_PERCENT or percent >= 100:
             last_reported = percent
-            set_progress(percent, message)
+            set_progress(round(percent, 1), message)
             run.progress(percent)
 
     try:

@@ -16,7 +16,7 @@ from app.settings import get_settings
 from app.storage import data_dir, remove_tree, save_stream
 from app.tasks import make_image_thumbnails
 from app.uploads import UploadRoute, checked_size, clean_filename, media_type
-from taskservice import TaskConflict, TaskServiceDep
+from taskservice import TaskConflict, TaskService, TaskServiceDep
 
 router = APIRouter(prefix="/images", tags=["images"], route_class=UploadRoute)
 
@@ -121,7 +121,7 @@ def upload_image(
     return ImageAccepted(id=image_id, filename=filename, thumbnail_ready=False, task_id=task_id)
 
 
-def _enqueue_thumbnails(service: TaskServiceDep, image_id: str) -> str | None:
+def _enqueue_thumbnails(service: TaskService, image_id: str) -> str | None:
     try:
         task_id: str | None = service.enqueue(
             make_image_thumbnails.options(unique_key=f"thumbnails:{image_id}"), image_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from tests.app import flows
@@ -52,11 +53,12 @@ def test_processing_project_refuses_a_second_run_with_409(live: LiveApp) -> None
         assert flows.wait_for_project(client, project_id)["status"] == "completed"
         flows.wait_for_task(client, first.json()["task_id"])
         # The unique key frees itself once the task ends (within a second or two on Celery).
-        again = wait_until(
-            lambda: (r := client.post(f"/projects/{project_id}/process")).status_code == 202 and r,
-            timeout_s=10,
-            what="the project's unique key to free",
-        )
+
+        def accepted_again() -> httpx.Response | None:
+            response = client.post(f"/projects/{project_id}/process")
+            return response if response.status_code == 202 else None
+
+        again = wait_until(accepted_again, timeout_s=10, what="the project's unique key to free")
         assert flows.wait_for_project(client, project_id)["task_id"] == again.json()["task_id"]
 
 

@@ -86,8 +86,8 @@ def cases(seed: int = 20240601) -> Iterator[Case]:
     for url, template in upload_routes:
         for content_type in content_types:
             for body in junk[:3]:
-                headers = {} if content_type is None else {"content-type": content_type.encode("latin-1")}
-                yield Case("post", template, url, {"content": body, "headers": headers})
+                raw_headers = {} if content_type is None else {"content-type": content_type.encode("latin-1")}
+                yield Case("post", template, url, {"content": body, "headers": raw_headers})
         part_headers = [
             b'Content-Disposition: form-data; name="file"; filename="../../etc/passwd"\r\nContent-Type: image/png',
             b'Content-Disposition: form-data; name="file"; filename="\xff\xfe\x00.jpg"\r\nContent-Type: image/jpeg',
@@ -98,9 +98,9 @@ def cases(seed: int = 20240601) -> Iterator[Case]:
             b'Content-Disposition: form-data; name="file"; filename="' + b"n" * 10_000 + b'"',
         ]
         payloads = [b"", b"\x00" * 100, jpeg_bytes(64, 48), png_bomb(20_000, 20_000), b"a,b\n" * 100, *junk[3:]]
-        for headers in part_headers:
+        for part_header in part_headers:
             for payload in payloads:
-                body = _multipart([(headers, payload)])
+                body = _multipart([(part_header, payload)])
                 yield Case(
                     "post",
                     template,
