@@ -352,7 +352,7 @@ class SQLiteTaskStore:
                 yield self._connect()
             except sqlite3.IntegrityError:
                 raise
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:
                 raise BackendUnavailable(
                     f"the task store sqlite:///{self.path} cannot be used: {exc} "
                     "(check TASK_STORE_URL, that the file and its directory are writable, and free disk space)"
