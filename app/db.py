@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Base
@@ -39,8 +39,9 @@ class Database:
                 return
             try:
                 Base.metadata.create_all(self.engine)
-            except (OperationalError, ProgrammingError):
-                # Another process created the same table between our check and our CREATE.
+            except DBAPIError:
+                # Another process created the same table between our check and our CREATE
+                # (PostgreSQL reports it as a unique violation on its catalog): check again.
                 Base.metadata.create_all(self.engine)
             self._tables_ready = True
 

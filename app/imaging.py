@@ -78,8 +78,9 @@ def _decode_reduced(source: BinaryIO) -> None:
         image.load()
 
 
-def make_thumbnails(original: Path, destination_for: dict[int, Path]) -> dict[int, tuple[int, int]]:
+def make_thumbnails(original: Path, destination_for: dict[int, Path], max_pixels: int) -> dict[int, tuple[int, int]]:
     """Write a JPEG per size (max side in px, never upscaled) to ``destination_for[size]``; return their sizes."""
+    Image.MAX_IMAGE_PIXELS = max_pixels  # the same limit the upload was checked against
     written: dict[int, tuple[int, int]] = {}
     with Image.open(original) as image:
         largest = max(destination_for)

@@ -38,7 +38,8 @@ def make_image_thumbnails(image_id: str) -> dict[str, Any]:
         if session.get(Image, image_id) is None:
             return {"image_id": image_id, "skipped": "no such image"}
     original = files.original(image_id)
-    sizes = make_thumbnails(original, {size: files.thumbnail(image_id, size) for size in THUMBNAIL_SIZES})
+    destinations = {size: files.thumbnail(image_id, size) for size in THUMBNAIL_SIZES}
+    sizes = make_thumbnails(original, destinations, get_settings().max_image_pixels)
     digest = sha256_of(original)
     with db.session() as session:
         session.execute(update(Image).where(Image.id == image_id).values(sha256=digest, thumbnail_ready=True))

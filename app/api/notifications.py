@@ -14,7 +14,7 @@ from app.db import get_database
 from app.models import Notification, new_id
 from app.settings import get_settings
 from app.tasks import deliver_notification
-from taskservice import TaskNotFound, TaskService, TaskServiceDep, TaskStatus
+from taskservice import TaskService, TaskServiceDep, TaskServiceError, TaskStatus
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
 
@@ -157,7 +157,7 @@ def _record_lost_delivery(service: TaskService, row: Notification) -> bool:
     assert row.task_id is not None
     try:
         task = service.get_status(row.task_id)
-    except TaskNotFound:
+    except TaskServiceError:  # unknown, expired, or the backend is down: report what the database says
         return False
     if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         return False

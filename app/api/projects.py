@@ -15,7 +15,7 @@ from app.project_runs import ProjectRun, new_run_token, record_requested
 from app.storage import data_dir, remove_tree, save_stream
 from app.tasks import process_project
 from app.uploads import UploadRoute, checked_size, clean_filename, media_type
-from taskservice import TaskConflict, TaskNotFound, TaskService, TaskServiceDep, TaskStatus
+from taskservice import TaskConflict, TaskService, TaskServiceDep, TaskServiceError, TaskStatus
 
 router = APIRouter(prefix="/projects", tags=["projects"], route_class=UploadRoute)
 
@@ -151,7 +151,7 @@ def _record_lost_run(service: TaskService, project: Project) -> bool:
     assert project.task_id is not None and project.run_token is not None
     try:
         task = service.get_status(project.task_id)
-    except TaskNotFound:
+    except TaskServiceError:  # unknown, expired, or the backend is down: report what the database says
         return False
     if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         return False

@@ -18,8 +18,10 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from app.db import Database
+from app.models import Image, Notification, Project
 from tests.processes import VENV_BIN, base_env, celery_worker, redis_server, spawn, stop_process, uvicorn_server
 from tests.processes import wait_for_log as wait_for_process_log
 
@@ -46,6 +48,15 @@ class LiveApp:
     def database(self) -> Database:
         """The app's database, for tests that check what was (not) stored."""
         return Database(self.database_url)
+
+    def stored(self) -> tuple[int, int, int, frozenset[Path]]:
+        """Rows of every table a request can create, and the per-upload folders (images/<id>, projects/<id>)."""
+        with self.database.session() as session:
+            counts = [
+                session.scalar(select(func.count()).select_from(table)) or 0 for table in (Image, Project, Notification)
+            ]
+        folders = frozenset(path for folder in ("images", "projects") for path in (self.data_dir / folder).glob("*"))
+        return counts[0], counts[1], counts[2], folders
 
     @property
     def admin_headers(self) -> dict[str, str]:

@@ -5,13 +5,10 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
 
-from app.models import Image, Notification, Project
 from tests.app import flows
 from tests.app.live import UPLOAD_LIMIT_BYTES, LiveApp
 from tests.app.media import jpeg_bytes, png_bomb, png_bytes, truncated_png
@@ -19,23 +16,13 @@ from tests.app.media import jpeg_bytes, png_bomb, png_bytes, truncated_png
 pytestmark = pytest.mark.slow
 
 
-def stored(live: LiveApp) -> tuple[int, int, int, frozenset[Path]]:
-    """Rows of every table a request can create, and the per-upload folders (images/<id>, projects/<id>)."""
-    with live.database.session() as session:
-        counts = [
-            session.scalar(select(func.count()).select_from(table)) or 0 for table in (Image, Project, Notification)
-        ]
-    folders = frozenset(path for folder in ("images", "projects") for path in (live.data_dir / folder).glob("*"))
-    return counts[0], counts[1], counts[2], folders
-
-
 @pytest.fixture
 def client(live: LiveApp) -> Iterator[httpx.Client]:
     """A client; the test fails if anything was stored while it ran."""
-    before = stored(live)
+    before = live.stored()
     with live.client() as client:
         yield client
-    assert stored(live) == before, "a refused request left something behind"
+    assert live.stored() == before, "a refused request left something behind"
 
 
 def refused(response: httpx.Response, status: int, *fragments: str) -> str:
