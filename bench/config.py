@@ -55,7 +55,7 @@ class Config:
             latency_samples=10,
             http_connections=8,
             http_duration_s=1.0,
-            http_warmup_s=0.2,
+            http_warmup_s=0.0,
             inprocess_async_tasks=(200,),
             inprocess_sync_tasks=(100,),
         )

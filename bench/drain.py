@@ -21,7 +21,7 @@ import redis
 
 from bench import raw_celery
 from bench.config import Config
-from bench.processes import CommandCounter, RedisServer, base_env, celery_worker
+from bench.processes import CommandCounter, RedisServer, Worker, base_env, celery_workers
 from bench.stats import Row, Series, median_of
 
 META_PREFIX = "celery-task-meta-"  # Celery's Redis result backend; taskservice keeps it on
@@ -73,7 +73,7 @@ def drain_once(redis: RedisServer, side: Side, n: int, concurrency: int, log: Pa
     counter = CommandCounter(client)
     counter.start()
     own: dict[str, int] = {"get": 0, "mget": 0}
-    with celery_worker(side.worker_app, side.worker_env, log, concurrency=concurrency):
+    with celery_workers(Worker(side.worker_app, side.worker_env, log, concurrency)):
         deadline = time.monotonic() + 120 + n / 50
         pending = ids
         while pending:

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 
 from bench.config import Config
-from bench.processes import REPO_ROOT, RedisServer, base_env, uvicorn_server
+from bench.processes import REPO_ROOT, RedisServer, base_env, uvicorn_servers
 from bench.stats import Row, median_of
 
 
@@ -57,7 +57,8 @@ def measure_pairs(
     rows: list[Row] = []
     for pair in pairs:
         for (host, port), path in ((ts_server, pair.ts_path), (raw_server, pair.raw_path)):
-            load(config, host, port, path, config.http_warmup_s)
+            if config.http_warmup_s > 0:
+                load(config, host, port, path, config.http_warmup_s)
         ts_runs, raw_runs = [], []
         for _ in range(config.repetitions):
             ts_runs.append(load(config, *ts_server, pair.ts_path, config.http_duration_s))
@@ -74,19 +75,15 @@ def measure_pairs(
 
 def run(config: Config, redis: RedisServer) -> list[Row]:
     logs = config.work_dir
-    rows: list[Row] = []
     redis.reset()
     celery_env = base_env(TASK_BACKEND="celery", REDIS_URL=redis.url, TASK_MODULES="bench.tasks")
-    with (
-        uvicorn_server("bench.http_app:ts_app", celery_env, logs / "http-ts-celery.log") as ts_server,
-        uvicorn_server("bench.http_app:raw_app", base_env(REDIS_URL=redis.url), logs / "http-raw.log") as raw_server,
-    ):
-        rows += measure_pairs(config, CELERY_PAIRS, ts_server, raw_server)
-    redis.reset()
     inprocess_env = base_env(TASK_BACKEND="fastapi", TASK_STORE_URL="memory://", TASK_MODULES="bench.tasks")
-    with (
-        uvicorn_server("bench.http_app:ts_app", inprocess_env, logs / "http-ts-fastapi.log") as ts_server,
-        uvicorn_server("bench.http_app:raw_app", base_env(REDIS_URL=redis.url), logs / "http-raw.log") as raw_server,
-    ):
-        rows += measure_pairs(config, INPROCESS_PAIRS, ts_server, raw_server)
-    return rows
+    # servers not under load sit idle (the Celery ones with no worker: nothing to run)
+    with uvicorn_servers(
+        ("bench.http_app:ts_app", celery_env, logs / "http-ts-celery.log"),
+        ("bench.http_app:ts_app", inprocess_env, logs / "http-ts-fastapi.log"),
+        ("bench.http_app:raw_app", base_env(REDIS_URL=redis.url), logs / "http-raw.log"),
+    ) as (ts_celery, ts_inprocess, raw):
+        return measure_pairs(config, CELERY_PAIRS, ts_celery, raw) + measure_pairs(
+            config, INPROCESS_PAIRS, ts_inprocess, raw
+        )

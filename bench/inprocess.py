@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import resource
 import subprocess
@@ -114,7 +115,7 @@ def measure(config: Config, side: str, kind: str, store: str, n: int) -> dict[st
     """One measurement in a fresh interpreter."""
     runs = []
     for repetition in range(config.repetitions):
-        db = config.work_dir / f"inprocess-{kind}-{n}-{repetition}.db"
+        db = config.work_dir / f"inprocess-{side}-{kind}-{store}-{n}-{repetition}.db"
         db.unlink(missing_ok=True)
         args = [sys.executable, "-m", "bench.inprocess", side, kind, store, str(n), "--db", str(db)]
         done = subprocess.run(args, cwd=REPO_ROOT, env=base_env(), capture_output=True, text=True, check=False)
@@ -130,6 +131,16 @@ def measure(config: Config, side: str, kind: str, store: str, n: int) -> dict[st
 
 def run(config: Config) -> tuple[list[Row], list[Series]]:
     """Every N of both kinds, both stores and the raw call; rows for the table, lines for the chart."""
+    jobs = [
+        (side, kind, store, n)
+        for kind, sizes in (("async", config.inprocess_async_tasks), ("sync", config.inprocess_sync_tasks))
+        for n in sizes
+        for side, store in (("raw", "none"), ("taskservice", "memory"), ("taskservice", "sqlite"))
+    ]
+    # measurements run one at a time; only the smoke run, whose figures mean nothing, overlaps them
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2 if config.smoke else 1) as pool:
+        futures = {job: pool.submit(measure, config, *job) for job in jobs}
+        results = {job: future.result() for job, future in futures.items()}
     rows: list[Row] = []
     series: list[Series] = []
     for kind, sizes in (("async", config.inprocess_async_tasks), ("sync", config.inprocess_sync_tasks)):
@@ -138,16 +149,16 @@ def run(config: Config) -> tuple[list[Row], list[Series]]:
         raw_line = Series(panel, f"raw {raw_label}", raw=True)
         lines = {store: Series(panel, f"taskservice ({store})", raw=False) for store in ("memory", "sqlite")}
         for n in sizes:
-            raw = measure(config, "raw", kind, "none", n)
+            raw = results["raw", kind, "none", n]
             raw_line.points[n] = raw["tasks_per_s"]
             for store, line in lines.items():
-                ts = measure(config, "taskservice", kind, store, n)
+                ts = results["taskservice", kind, store, n]
                 line.points[n] = ts["tasks_per_s"]
                 scenario = f"in-process {kind}, N={n:,} ({store})"
-                rows.append(
-                    Row(scenario, "throughput", "tasks/s", ts["tasks_per_s"], raw["tasks_per_s"], raw_label, True)
-                )
-                rows.append(Row(scenario, "peak RSS", "MB", ts["rss_peak_mb"], raw["rss_peak_mb"], raw_label, False))
+                rows += [
+                    Row(scenario, "throughput", "tasks/s", ts["tasks_per_s"], raw["tasks_per_s"], raw_label, True),
+                    Row(scenario, "peak RSS", "MB", ts["rss_peak_mb"], raw["rss_peak_mb"], raw_label, False),
+                ]
         series += [*lines.values(), raw_line]
     return rows, series
 

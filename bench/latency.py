@@ -18,7 +18,7 @@ from typing import Any
 
 from bench import raw_celery
 from bench.config import Config
-from bench.processes import RedisServer, base_env, celery_worker
+from bench.processes import RedisServer, Worker, base_env, celery_workers
 from bench.stats import Row, median_of, percentile
 
 WARMUP = 5
@@ -69,9 +69,13 @@ def run_celery(config: Config, redis: RedisServer) -> list[Row]:
     # both workers stay up, idle between round trips; they listen on different queues
     with contextlib.ExitStack() as stack:
         stack.callback(service.close)
-        stack.enter_context(celery_worker("backends.celery_app", ts_env, config.work_dir / "latency-ts-worker.log"))
         raw_env = base_env(REDIS_URL=redis.url)
-        stack.enter_context(celery_worker("bench.raw_celery", raw_env, config.work_dir / "latency-raw-worker.log"))
+        stack.enter_context(
+            celery_workers(
+                Worker("backends.celery_app", ts_env, config.work_dir / "latency-ts-worker.log"),
+                Worker("bench.raw_celery", raw_env, config.work_dir / "latency-raw-worker.log"),
+            )
+        )
         for _ in range(config.repetitions):
             for name, round_trip in sides.items():
                 runs[name].append(summary(time_round_trips(round_trip, config.latency_samples)))

@@ -148,34 +148,51 @@ class CommandCounter:
         return sum(delta.values())
 
 
-@contextlib.contextmanager
-def celery_worker(
-    app: str, env: Mapping[str, str], log_path: Path, concurrency: int = 2, timeout_s: float = 60.0
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A real prefork ``celery -A app worker``, yielded once it says it is ready."""
-    args = [str(VENV_BIN / "celery"), "-A", app, "worker", "--loglevel=INFO", "--pool=prefork"]
-    args += [f"--concurrency={concurrency}", "--without-gossip", "--without-mingle", "--without-heartbeat"]
-    log_path.write_bytes(b"")
-    process = spawn(args, env, log_path)
-    try:
-        wait_for_log(log_path, "ready.", process, timeout_s)
-        yield process
-    finally:
-        stop_process(process, timeout_s=15)
+@dataclass(frozen=True)
+class Worker:
+    """How to start one prefork ``celery -A app worker``."""
+
+    app: str
+    env: Mapping[str, str]
+    log_path: Path
+    concurrency: int = 2
 
 
 @contextlib.contextmanager
-def uvicorn_server(app: str, env: Mapping[str, str], log_path: Path) -> Iterator[tuple[str, int]]:
-    """A real single-process uvicorn serving ``app``; yields (host, port) once it answers."""
-    port = free_port()
-    args = [str(VENV_BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--log-level", "warning", "--no-access-log"]
-    process = spawn(args, env, log_path)
+def celery_workers(*workers: Worker, timeout_s: float = 60.0) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Start every worker at once (start-up is seconds of imports), yield once all say they are ready."""
+    processes: list[subprocess.Popen[bytes]] = []
     try:
-        wait_for_port(port, timeout_s=30, process=process)
-        yield "127.0.0.1", port
+        for worker in workers:
+            args = [str(VENV_BIN / "celery"), "-A", worker.app, "worker", "--loglevel=INFO", "--pool=prefork"]
+            args += [f"--concurrency={worker.concurrency}", "--without-gossip", "--without-mingle"]
+            args += ["--without-heartbeat"]
+            worker.log_path.write_bytes(b"")
+            processes.append(spawn(args, worker.env, worker.log_path))
+        for worker, process in zip(workers, processes, strict=True):
+            wait_for_log(worker.log_path, "ready.", process, timeout_s)
+        yield processes
     finally:
-        stop_process(process, timeout_s=15)
+        for process in processes:
+            stop_process(process, timeout_s=15)
+
+
+@contextlib.contextmanager
+def uvicorn_servers(*apps: tuple[str, Mapping[str, str], Path]) -> Iterator[list[tuple[str, int]]]:
+    """Real single-process uvicorn servers, one per (app, env, log); yields their (host, port) once all answer."""
+    started: list[tuple[int, subprocess.Popen[bytes]]] = []
+    try:
+        for app, env, log_path in apps:
+            port = free_port()
+            args = [str(VENV_BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port)]
+            args += ["--log-level", "warning", "--no-access-log"]
+            started.append((port, spawn(args, env, log_path)))
+        for port, process in started:
+            wait_for_port(port, timeout_s=30, process=process)
+        yield [("127.0.0.1", port) for port, _ in started]
+    finally:
+        for _, process in started:
+            stop_process(process, timeout_s=15)
 
 
 def wait_for_log(log_path: Path, needle: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
