@@ -12,10 +12,13 @@ import time
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, or_, update
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Update
 
 from app.db import Database
 from app.models import Project
+
+_FRESH_RUN: dict[str, Any] = {"status": "processing", "progress": 0.0, "error_message": None, "result": None}
 
 
 def new_run_token() -> int:
@@ -24,10 +27,10 @@ def new_run_token() -> int:
 
 def record_requested(db: Database, project_id: str, token: int, task_id: str) -> None:
     """The API's write after enqueueing: ``processing`` unless the worker already moved this run on."""
-    fresh = {"status": "processing", "progress": 0.0, "error_message": None, "result": None}
     with db.session() as session:
         newer = or_(Project.run_token.is_(None), Project.run_token < token)
-        claimed = _execute(session, _project(project_id).where(newer).values(run_token=token, task_id=task_id, **fresh))
+        statement = _project(project_id).where(newer).values(run_token=token, task_id=task_id, **_FRESH_RUN)
+        claimed = _execute(session, statement)
         if not claimed:  # the worker got there first: only the task id is ours to add
             session.execute(_project(project_id).where(Project.run_token == token).values(task_id=task_id))
 
@@ -44,13 +47,8 @@ class ProjectRun:
         """Mark the run ``processing``; False when a newer run has taken the project over."""
         with self.db.session() as session:
             not_newer = or_(Project.run_token.is_(None), Project.run_token <= self.token)
-            statement = _project(self.project_id).where(not_newer)
-            return _execute(
-                session,
-                statement.values(
-                    run_token=self.token, status="processing", progress=0.0, error_message=None, result=None
-                ),
-            )
+            statement = _project(self.project_id).where(not_newer).values(run_token=self.token, **_FRESH_RUN)
+            return _execute(session, statement)
 
     def progress(self, percent: float) -> None:
         self._write(progress=round(percent, 1))
@@ -71,7 +69,7 @@ def _project(project_id: str) -> Update:
     return update(Project).where(Project.id == project_id).execution_options(synchronize_session=False)
 
 
-def _execute(session: Any, statement: Update) -> bool:
+def _execute(session: Session, statement: Update) -> bool:
     """Run an UPDATE; True if it changed a row."""
     result = cast(CursorResult[Any], session.execute(statement))
     return result.rowcount > 0

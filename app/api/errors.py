@@ -37,7 +37,7 @@ UNAVAILABLE = refusals(
     {
         503: (
             "The task backend cannot be reached (an outage, not bad input)",
-            "cannot reach Redis at ...: is it running?",
+            "the task backend is unavailable: cannot reach Redis at redis://...: is it running?",
         )
     }
 )

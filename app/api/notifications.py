@@ -143,7 +143,7 @@ def _checked_send_at(send_at: datetime | None, now: datetime) -> datetime | None
 @router.get(
     "/{notification_id}",
     summary="A notification's status: queued / scheduled, then sent or failed",
-    responses=refusals({404: _NOT_FOUND}) | UNAVAILABLE,
+    responses=refusals({404: _NOT_FOUND}),
 )
 def read_notification(notification_id: str, service: TaskServiceDep) -> NotificationOut:
     row = _notification_or_404(notification_id)

@@ -129,7 +129,7 @@ def start_processing(project_id: str, service: TaskServiceDep) -> ProcessAccepte
 @router.get(
     "/{project_id}",
     summary="A project's status, progress, result or error",
-    responses=refusals({404: _NOT_FOUND}) | UNAVAILABLE,
+    responses=refusals({404: _NOT_FOUND}),
 )
 def read_project(project_id: str, service: TaskServiceDep) -> ProjectOut:
     project = _project_or_404(project_id)
