@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -75,6 +76,7 @@ def test_projects_process_at_the_same_time_and_report_real_progress(live: LiveAp
                     seen[project_id].append(project["progress"])
                     if project["status"] != "processing":
                         return
+                    time.sleep(0.02)
 
         watchers = [threading.Thread(target=watch, args=(project_id,)) for project_id in project_ids]
         for thread in watchers:
