@@ -28,14 +28,16 @@ def host_id() -> str:
 
 
 def process_start(pid: int) -> str | None:
-    """The start time of ``pid`` in clock ticks since boot (Linux), None when unknown or gone."""
+    """The start time of ``pid`` in clock ticks since boot (Linux); None when unknown, gone or a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after its closing one.
     fields = stat[stat.rfind(")") + 2 :].split()
-    return fields[19] if len(fields) > 19 else None
+    if len(fields) <= 19 or fields[0] in ("Z", "X"):  # a killed process its parent has not reaped yet
+        return None
+    return fields[19]
 
 
 def pid_is_running(pid: int, started: str | None) -> bool:
