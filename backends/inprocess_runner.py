@@ -8,8 +8,9 @@ after ``retry_backoff * 2**(attempt-1)`` seconds, +/-25 % jitter, at most ``MAX_
 
 Timeouts: an async attempt past ``timeout`` is cancelled; a sync one cannot be, so its failure
 is recorded at the deadline (with the thread's stack) and the thread finishes in the
-background without touching the record, holding its pool slot until it returns. A timed-out
-attempt is a failed attempt: it is retried while retries remain, like any other failure.
+background without touching the record. Such threads stop counting against
+``thread_concurrency`` (up to that many of them), so a few stuck tasks cannot stall the rest.
+A timed-out attempt is a failed attempt: it is retried while retries remain, like any other.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class _ThreadAttempt:
     attempt: int
     thread_id: int | None = None
     settled: bool = False  # its outcome is decided (finished, timed out or cut off)
+    timed_out: bool = False
     timer: asyncio.TimerHandle | None = None
 
 
@@ -79,7 +81,8 @@ class InProcessRunner:
         self._store = store
         self._async_limit = settings.async_concurrency
         self._thread_limit = settings.thread_concurrency
-        self._threads = TaskThreadPool(settings.thread_concurrency)
+        # Twice the limit: threads of timed-out tasks may still run, up to thread_concurrency of them.
+        self._threads = TaskThreadPool(2 * settings.thread_concurrency)
         self._loop_thread_id: int | None = None
         self.accepting = True
         self._cutting_off = False
@@ -92,6 +95,7 @@ class InProcessRunner:
         self._async_attempts: dict[asyncio.Task[None], TaskCall] = {}
         self._thread_attempts: set[_ThreadAttempt] = set()
         self._threads_busy = 0  # including timed-out threads that have not returned yet
+        self._threads_abandoned = 0  # timed out, still running: they do not count against the limit
         self._retry_timers: dict[str, asyncio.TimerHandle] = {}
         self._outcomes: list[tuple[Outcome, TaskCall | None]] = []  # call: retry it once recorded
         self._flush_scheduled = False
@@ -148,7 +152,8 @@ class InProcessRunner:
         if not self.accepting:
             return
         async_slots = min(len(self._ready_async), self._async_limit - len(self._async_attempts))
-        sync_slots = min(len(self._ready_sync), self._thread_limit - self._threads_busy)
+        counted = self._threads_busy - min(self._threads_abandoned, self._thread_limit)
+        sync_slots = min(len(self._ready_sync), self._thread_limit - counted)
         batch = [self._ready_async.popleft() for _ in range(max(async_slots, 0))]
         batch += [self._ready_sync.popleft() for _ in range(max(sync_slots, 0))]
         if not batch:
@@ -229,6 +234,8 @@ class InProcessRunner:
 
     def _thread_done(self, job: _ThreadAttempt, outcome: Outcome) -> None:
         self._threads_busy -= 1
+        if job.timed_out:
+            self._threads_abandoned -= 1
         self._thread_attempts.discard(job)
         if job.timer is not None:
             job.timer.cancel()
@@ -241,7 +248,8 @@ class InProcessRunner:
     def _thread_timed_out(self, job: _ThreadAttempt) -> None:
         if job.settled:
             return
-        job.settled = True
+        job.settled = job.timed_out = True
+        self._threads_abandoned += 1
         timeout = job.call.options.timeout
         frame = sys._current_frames().get(job.thread_id) if job.thread_id is not None else None
         stack = "".join(traceback.format_stack(frame)) if frame is not None else ""

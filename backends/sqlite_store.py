@@ -379,7 +379,11 @@ class SQLiteTaskStore:
             try:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable against a process crash
+                # A checkpoint (with its fsyncs) runs inside whichever commit crosses this many WAL
+                # pages: rarer checkpoints copy hot pages (index tails) fewer times. 4000 pages = 16 MB.
+                conn.execute("PRAGMA wal_autocheckpoint = 4000")
                 conn.execute("PRAGMA journal_size_limit = 67108864")  # the WAL file shrinks back after checkpoints
+                conn.execute("PRAGMA cache_size = -16384")  # 16 MB of pages, per process
                 conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")  # one process creates it, the others wait
             except BaseException:
                 conn.close()

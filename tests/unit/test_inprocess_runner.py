@@ -182,6 +182,18 @@ def test_a_sync_task_past_its_timeout_is_failed_at_once_and_its_late_end_changes
     assert (after.status, after.result, after.error) == (result.status, None, result.error)
 
 
+def test_a_stuck_timed_out_thread_does_not_hold_up_the_next_sync_task(tmp_path: Path) -> None:
+    service = FastAPITaskService(TaskSettings(store_url="memory://", modules="", thread_concurrency=1))
+    try:
+        stuck = service.enqueue(sleep_then_mark.options(timeout=0.2), 3, str(tmp_path / "late"))
+        assert service.wait(stuck).status == TaskStatus.FAILED
+        started = time.monotonic()
+        assert service.wait(service.enqueue(sync_where)).status == TaskStatus.SUCCEEDED
+        assert time.monotonic() - started < 1.5, "the next task waited for the stuck thread"
+    finally:
+        service.close()
+
+
 def test_a_timed_out_attempt_is_retried_while_retries_remain(service: FastAPITaskService) -> None:
     result = service.wait(service.enqueue(async_sleep.options(timeout=0.2, max_retries=1, retry_backoff=0.05), 5))
     assert (result.status, result.attempts) == (TaskStatus.FAILED, 2)

@@ -33,6 +33,7 @@ from taskservice import (
 )
 from tests.processes import VENV_BIN, base_env, free_port, spawn, stop_process, wait_for_log, wait_for_port
 
+pytestmark = pytest.mark.slow  # real uvicorn processes
 APP = "tests.unit.test_inprocess_uvicorn:app"
 
 
