@@ -92,7 +92,7 @@ class InProcessRunner:
         self._ready_async: collections.deque[TaskCall] = collections.deque()
         self._ready_sync: collections.deque[TaskCall] = collections.deque()
         self._pump_scheduled = False
-        self._async_attempts: dict[asyncio.Task[None], TaskCall] = {}
+        self._async_attempts: dict[str, asyncio.Task[None]] = {}  # by task id: one attempt at a time
         self._thread_attempts: set[_ThreadAttempt] = set()
         self._threads_busy = 0  # including timed-out threads that have not returned yet
         self._threads_abandoned = 0  # timed out, still running: they do not count against the limit
@@ -172,7 +172,7 @@ class InProcessRunner:
                 continue  # cancelled, or another process claimed it: it must not run here
             if call.task.is_async:
                 task = self._loop.create_task(self._run_async(call, attempt), context=contextvars.Context())
-                self._async_attempts[task] = call
+                self._async_attempts[call.id] = task
             else:
                 self._start_thread(call, attempt)
         if len(claimed) < len(batch):
@@ -199,7 +199,7 @@ class InProcessRunner:
         except BaseException as exc:  # every exception of a task is recorded on it
             outcome = _failure(call, attempt, exc)
         finally:
-            self._async_attempts.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            del self._async_attempts[call.id]
         self._settle(call, outcome, retryable)
 
     # -- sync attempts --------------------------------------------------------------------
@@ -321,7 +321,7 @@ class InProcessRunner:
         ):
             await asyncio.sleep(min(0.02, max(deadline - self._loop.time(), 0)))
         self._cutting_off = True
-        running = list(self._async_attempts)
+        running = list(self._async_attempts.values())
         for task in running:
             task.cancel()
         if running:
