@@ -263,7 +263,7 @@ class FastAPITaskService(TaskService):
     def list_tasks(self, status: TaskStatus | None = None, limit: int = 100) -> list[TaskResult]:
         """The most recently enqueued tasks, newest first."""
         self._recover_on_first_use()
-        return self.store.list(status, limit)
+        return self.store.list(status, limit) if limit > 0 else []
 
     def _recover_on_first_use(self) -> None:
         """A shared store is recovered when a process first uses it, reads included."""
