@@ -14,15 +14,21 @@ class Config:
     out_dir: Path
     work_dir: Path
     repetitions: int  # of every timed measurement; each figure is the median over them
+    large_repetitions: int  # of the long measurements at the largest N (scale figures)
     enqueue_calls: int  # timed calls per repetition
     drain_tasks: int  # queued before the worker starts
     drain_scale: tuple[int, ...]  # extra drain sizes for the scale figures
+    drain_c1_tasks: int  # drained by a one-process pool, next to the two-process figure at that N
     latency_samples: int
     http_connections: int
     http_duration_s: float
     http_warmup_s: float
     inprocess_async_tasks: tuple[int, ...]
     inprocess_sync_tasks: tuple[int, ...]
+
+    def repetitions_for(self, n: int, sizes: tuple[int, ...]) -> int:
+        """Fewer repetitions for the longest run of a scale series (its largest N, from 10,000 up)."""
+        return self.large_repetitions if n == max(sizes) and n >= 10_000 else self.repetitions
 
     @classmethod
     def full(cls, out_dir: Path, work_dir: Path) -> Config:
@@ -31,9 +37,11 @@ class Config:
             out_dir=out_dir,
             work_dir=work_dir,
             repetitions=3,
+            large_repetitions=1,
             enqueue_calls=2000,
             drain_tasks=5000,
             drain_scale=(1000, 10_000),
+            drain_c1_tasks=1000,
             latency_samples=200,
             http_connections=50,
             http_duration_s=10.0,
@@ -49,9 +57,11 @@ class Config:
             out_dir=out_dir,
             work_dir=work_dir,
             repetitions=1,
+            large_repetitions=1,
             enqueue_calls=50,
             drain_tasks=50,
             drain_scale=(),
+            drain_c1_tasks=50,
             latency_samples=10,
             http_connections=8,
             http_duration_s=1.0,

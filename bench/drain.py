@@ -3,7 +3,10 @@
 Both sides run the same worker flags, one after the other, on the same Redis. Tasks/s is
 taken from the result store's own completion times (``date_done``), so the harness's
 polling does not blur it; Redis commands are counted with ``INFO commandstats`` from just
-before the worker starts until the last result is stored, minus the harness's own polls.
+before the worker starts until the last result is stored, minus the harness's own polls
+(commands a Lua script runs count one by one, as Redis counts them). CPU seconds of the
+worker's process group and of redis-server per task are the figures least disturbed by
+whatever else the machine is doing.
 """
 
 from __future__ import annotations
@@ -21,12 +24,20 @@ import redis
 
 from bench import raw_celery
 from bench.config import Config
-from bench.processes import CommandCounter, RedisServer, Worker, base_env, celery_workers
+from bench.processes import (
+    CommandCounter,
+    RedisServer,
+    Worker,
+    base_env,
+    celery_workers,
+    group_cpu_s,
+    process_cpu_s,
+)
 from bench.stats import Row, Series, median_of
 
 META_PREFIX = "celery-task-meta-"  # Celery's Redis result backend; taskservice keeps it on
 FINAL_STATES = ("SUCCESS", "FAILURE", "REVOKED")
-POLL_S = 0.01
+POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,7 @@ def raw_producer(redis_url: str) -> Iterator[Callable[[int], str]]:
 
 
 def drain_once(redis: RedisServer, side: Side, n: int, concurrency: int, log: Path) -> dict[str, float]:
-    """Queue ``n`` tasks, start a worker, wait until all are stored; tasks/s and Redis commands/task."""
+    """Queue ``n`` tasks, start a worker, wait until all are stored; tasks/s, Redis commands and CPU per task."""
     redis.reset()
     with side.producer() as enqueue:
         ids = [enqueue(i) for i in range(n)]
@@ -73,7 +84,8 @@ def drain_once(redis: RedisServer, side: Side, n: int, concurrency: int, log: Pa
     counter = CommandCounter(client)
     counter.start()
     own: dict[str, int] = {"get": 0, "mget": 0}
-    with celery_workers(Worker(side.worker_app, side.worker_env, log, concurrency)):
+    with celery_workers(Worker(side.worker_app, side.worker_env, log, concurrency)) as (worker,):
+        worker_cpu_s, redis_cpu_s = group_cpu_s(worker.pid), process_cpu_s(redis.process.pid)
         deadline = time.monotonic() + 120 + n / 50
         pending = ids
         while pending:
@@ -89,6 +101,8 @@ def drain_once(redis: RedisServer, side: Side, n: int, concurrency: int, log: Pa
                 ]
             if pending:
                 time.sleep(POLL_S)
+        worker_cpu_s = group_cpu_s(worker.pid) - worker_cpu_s
+        redis_cpu_s = process_cpu_s(redis.process.pid) - redis_cpu_s
         commands = counter.stop(own)
     done = [_meta(meta) for meta in _mget_chunks(client, [META_PREFIX + task_id for task_id in ids])]
     client.close()
@@ -100,6 +114,8 @@ def drain_once(redis: RedisServer, side: Side, n: int, concurrency: int, log: Pa
     return {
         "tasks_per_s": (n - 1) / span_s if span_s > 0 else float("nan"),
         "redis_cmds_per_task": commands / n,
+        "worker_cpu_ms_per_task": worker_cpu_s * 1000 / n,
+        "redis_cpu_ms_per_task": redis_cpu_s * 1000 / n,
     }
 
 
@@ -118,43 +134,58 @@ def _mget_chunks(client: redis.Redis, keys: list[str], size: int = 1000) -> list
     return values
 
 
-def run(config: Config, redis: RedisServer) -> tuple[list[Row], list[Series]]:
-    """Drain N tasks with each side, alternating sides per repetition; then the scale figures."""
-    rows: list[Row] = []
-    series = {
-        side.label: Series("Celery drain, prefork -c2", side.label, side.label != "taskservice")
-        for side in sides(redis)
-    }
-    sizes = sorted({config.drain_tasks, *config.drain_scale})
-    for n in sizes:
-        runs: dict[str, list[dict[str, float]]] = {side.label: [] for side in sides(redis)}
-        for repetition in range(config.repetitions):
-            for side in sides(redis):
-                log = config.work_dir / f"drain-{side.worker_app}-{n}-{repetition}.log"
-                runs[side.label].append(drain_once(redis, side, n, 2, log))
-        ts, raw = median_of(runs["taskservice"]), median_of(runs["raw Celery"])
-        series["taskservice"].points[n] = ts["tasks_per_s"]
-        series["raw Celery"].points[n] = raw["tasks_per_s"]
-        scenario = f"drain N={n:,}, prefork -c2"
-        rows += [
-            Row(scenario, "throughput", "tasks/s", ts["tasks_per_s"], raw["tasks_per_s"], "raw Celery", True),
-            Row(
-                scenario,
-                "Redis commands",
-                "per task",
-                ts["redis_cmds_per_task"],
-                raw["redis_cmds_per_task"],
-                "raw Celery",
-                False,
-            ),
-        ]
-    # one worker process against two: does the pipeline scale with the pool?
-    runs_c1: dict[str, list[dict[str, float]]] = {side.label: [] for side in sides(redis)}
-    for repetition in range(config.repetitions):
+def measure(config: Config, redis: RedisServer, n: int, concurrency: int, repetitions: int) -> list[Row]:
+    """Drain ``n`` tasks with each side, alternating sides, ``repetitions`` times; the medians as rows."""
+    runs: dict[str, list[dict[str, float]]] = {side.label: [] for side in sides(redis)}
+    for repetition in range(repetitions):
         for side in sides(redis):
-            log = config.work_dir / f"drain-c1-{side.worker_app}-{repetition}.log"
-            runs_c1[side.label].append(drain_once(redis, side, config.drain_tasks, 1, log))
-    ts, raw = median_of(runs_c1["taskservice"]), median_of(runs_c1["raw Celery"])
-    scenario = f"drain N={config.drain_tasks:,}, prefork -c1"
-    rows.append(Row(scenario, "throughput", "tasks/s", ts["tasks_per_s"], raw["tasks_per_s"], "raw Celery", True))
-    return rows, list(series.values())
+            log = config.work_dir / f"drain-{side.worker_app}-{n}-c{concurrency}-{repetition}.log"
+            runs[side.label].append(drain_once(redis, side, n, concurrency, log))
+    ts, raw = median_of(runs["taskservice"]), median_of(runs["raw Celery"])
+    scenario = f"drain N={n:,}, prefork -c{concurrency}"
+    note = "single run" if repetitions == 1 and config.repetitions > 1 else ""
+    return [
+        Row(scenario, "throughput", "tasks/s", ts["tasks_per_s"], raw["tasks_per_s"], "raw Celery", True, note),
+        Row(
+            scenario,
+            "Redis commands",
+            "per task",
+            ts["redis_cmds_per_task"],
+            raw["redis_cmds_per_task"],
+            "raw Celery",
+            False,
+        ),
+        Row(
+            scenario,
+            "worker CPU",
+            "ms/task",
+            ts["worker_cpu_ms_per_task"],
+            raw["worker_cpu_ms_per_task"],
+            "raw Celery",
+            False,
+        ),
+        Row(
+            scenario,
+            "Redis CPU",
+            "ms/task",
+            ts["redis_cpu_ms_per_task"],
+            raw["redis_cpu_ms_per_task"],
+            "raw Celery",
+            False,
+        ),
+    ]
+
+
+def run(config: Config, redis: RedisServer) -> tuple[list[Row], list[Series]]:
+    """The headline drain, the scale series (two pool processes) and a one-process pool for comparison."""
+    rows: list[Row] = []
+    series = [
+        Series("Celery drain, prefork -c2", label, label != "taskservice") for label in ("taskservice", "raw Celery")
+    ]
+    sizes = tuple(sorted({config.drain_tasks, *config.drain_scale}))
+    for n in sizes:
+        measured = measure(config, redis, n, 2, config.repetitions_for(n, sizes))
+        series[0].points[n], series[1].points[n] = measured[0].taskservice, measured[0].raw
+        rows += measured
+    rows += measure(config, redis, config.drain_c1_tasks, 1, config.repetitions)
+    return rows, series

@@ -12,6 +12,7 @@ from fastapi import BackgroundTasks, FastAPI
 from bench import raw_celery
 from bench.tasks import async_noop, noop
 from taskservice import TaskServiceDep, TaskServiceMiddleware, task_service_lifespan
+from taskservice.models import ACTIVE_STATUSES
 
 ts_app = FastAPI(lifespan=task_service_lifespan)
 ts_app.add_middleware(TaskServiceMiddleware)
@@ -25,6 +26,12 @@ async def ts_sync(service: TaskServiceDep) -> dict[str, str | None]:
 @ts_app.post("/ts/async")
 async def ts_async(service: TaskServiceDep) -> dict[str, str | None]:
     return {"task_id": service.enqueue(async_noop, 1)}
+
+
+@ts_app.get("/ts/active")
+async def ts_active(service: TaskServiceDep) -> dict[str, int]:
+    """How many tasks are not finished yet: after a load, the in-process runner's backlog."""
+    return {"active": sum(len(service.list_tasks(status, limit=1_000_000)) for status in ACTIVE_STATUSES)}
 
 
 raw_app = FastAPI()

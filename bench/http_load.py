@@ -2,7 +2,9 @@
 
 One uvicorn process serves the app under test; ``bench.loadgen`` drives it from a second
 process with closed-loop keep-alive connections. Celery endpoints run with no worker
-attached (the tasks stay queued): what is measured is the API side of the hand-off.
+attached (the tasks stay queued): what is measured is the API side of the hand-off. The
+in-process server runs its tasks itself; after each load the harness waits until it has
+none left unfinished, so a runner that lags behind the requests shows up in the table.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 
 from bench.config import Config
@@ -20,23 +24,24 @@ from bench.stats import Row, median_of
 @dataclass(frozen=True)
 class Pair:
     scenario: str
+    ts_server: str
     ts_path: str
     raw_path: str
     raw_label: str
 
 
-CELERY_PAIRS = (
-    Pair("HTTP celery, sync task", "/ts/sync", "/raw/celery", "apply_async"),
-    Pair("HTTP celery, async task", "/ts/async", "/raw/celery", "apply_async"),
+PAIRS = (
+    Pair("HTTP celery, sync task", "ts-celery", "/ts/sync", "/raw/celery", "apply_async"),
+    Pair("HTTP celery, async task", "ts-celery", "/ts/async", "/raw/celery", "apply_async"),
+    Pair("HTTP in-process, sync task", "ts-inprocess", "/ts/sync", "/raw/bg-sync", "BackgroundTasks"),
+    Pair("HTTP in-process, async task", "ts-inprocess", "/ts/async", "/raw/bg-async", "BackgroundTasks"),
 )
-INPROCESS_PAIRS = (
-    Pair("HTTP in-process, sync task", "/ts/sync", "/raw/bg-sync", "BackgroundTasks"),
-    Pair("HTTP in-process, async task", "/ts/async", "/raw/bg-async", "BackgroundTasks"),
-)
+BACKLOG_POLL_S = 0.01
 
 
-def load(config: Config, host: str, port: int, path: str, duration_s: float) -> dict[str, float]:
+def load(config: Config, server: tuple[str, int], path: str, duration_s: float) -> dict[str, float]:
     """Run ``bench.loadgen`` in its own process against one endpoint; its figures."""
+    host, port = server
     args = [sys.executable, "-m", "bench.loadgen", host, str(port), path]
     args += ["--connections", str(config.http_connections), "--duration-s", str(duration_s)]
     done = subprocess.run(
@@ -50,40 +55,72 @@ def load(config: Config, host: str, port: int, path: str, duration_s: float) -> 
     return figures
 
 
-def measure_pairs(
-    config: Config, pairs: tuple[Pair, ...], ts_server: tuple[str, int], raw_server: tuple[str, int]
-) -> list[Row]:
-    """Alternate taskservice and raw endpoints, ``repetitions`` times; one row per metric per pair."""
-    rows: list[Row] = []
-    for pair in pairs:
-        for (host, port), path in ((ts_server, pair.ts_path), (raw_server, pair.raw_path)):
-            if config.http_warmup_s > 0:
-                load(config, host, port, path, config.http_warmup_s)
-        ts_runs, raw_runs = [], []
-        for _ in range(config.repetitions):
-            ts_runs.append(load(config, *ts_server, pair.ts_path, config.http_duration_s))
-            raw_runs.append(load(config, *raw_server, pair.raw_path, config.http_duration_s))
-        ts, raw = median_of(ts_runs), median_of(raw_runs)
-        errors = f"errors: {ts['errors']:.0f} / {raw['errors']:.0f}" if ts["errors"] or raw["errors"] else ""
-        rows += [
-            Row(pair.scenario, "throughput", "req/s", ts["req_per_s"], raw["req_per_s"], pair.raw_label, True, errors),
-            Row(pair.scenario, "latency p50", "ms", ts["p50_ms"], raw["p50_ms"], pair.raw_label, False),
-            Row(pair.scenario, "latency p99", "ms", ts["p99_ms"], raw["p99_ms"], pair.raw_label, False),
-        ]
-    return rows
+def backlog_clear_ms(server: tuple[str, int]) -> float:
+    """How long after the load the in-process server still had unfinished tasks (0: none left)."""
+    started = time.perf_counter()
+    url = f"http://{server[0]}:{server[1]}/ts/active"
+    while True:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            if not json.load(response)["active"]:
+                return (time.perf_counter() - started) * 1000
+        if time.perf_counter() - started > 60:
+            raise TimeoutError("the in-process server still has unfinished tasks 60 s after the load")
+        time.sleep(BACKLOG_POLL_S)
 
 
 def run(config: Config, redis: RedisServer) -> list[Row]:
+    """Every endpoint once per repetition, in turn, so drift on a shared machine hits all alike."""
     logs = config.work_dir
     redis.reset()
     celery_env = base_env(TASK_BACKEND="celery", REDIS_URL=redis.url, TASK_MODULES="bench.tasks")
     inprocess_env = base_env(TASK_BACKEND="fastapi", TASK_STORE_URL="memory://", TASK_MODULES="bench.tasks")
+    client = redis.client()
     # servers not under load sit idle (the Celery ones with no worker: nothing to run)
     with uvicorn_servers(
         ("bench.http_app:ts_app", celery_env, logs / "http-ts-celery.log"),
         ("bench.http_app:ts_app", inprocess_env, logs / "http-ts-fastapi.log"),
         ("bench.http_app:raw_app", base_env(REDIS_URL=redis.url), logs / "http-raw.log"),
-    ) as (ts_celery, ts_inprocess, raw):
-        return measure_pairs(config, CELERY_PAIRS, ts_celery, raw) + measure_pairs(
-            config, INPROCESS_PAIRS, ts_inprocess, raw
+    ) as (ts_celery_server, ts_inprocess_server, raw_server):
+        servers = {"ts-celery": ts_celery_server, "ts-inprocess": ts_inprocess_server, "raw": raw_server}
+        endpoints = list(
+            dict.fromkeys(
+                endpoint for pair in PAIRS for endpoint in ((pair.ts_server, pair.ts_path), ("raw", pair.raw_path))
+            )
         )
+        if config.http_warmup_s > 0:
+            for name, path in endpoints:
+                load(config, servers[name], path, config.http_warmup_s)
+        runs: dict[tuple[str, str], list[dict[str, float]]] = {endpoint: [] for endpoint in endpoints}
+        backlog_ms: dict[tuple[str, str], list[float]] = {endpoint: [] for endpoint in endpoints}
+        for _ in range(config.repetitions):
+            for endpoint in endpoints:
+                name, path = endpoint
+                runs[endpoint].append(load(config, servers[name], path, config.http_duration_s))
+                if name == "ts-inprocess":
+                    backlog_ms[endpoint].append(backlog_clear_ms(servers[name]))
+                client.delete("celery", "bench-raw")  # queued messages nobody runs: keep Redis the same size
+    client.close()
+    rows: list[Row] = []
+    for pair in PAIRS:
+        ts, raw = median_of(runs[pair.ts_server, pair.ts_path]), median_of(runs["raw", pair.raw_path])
+        notes = []
+        if ts["errors"] or raw["errors"]:
+            notes.append(f"errors: {ts['errors']:.0f} / {raw['errors']:.0f}")
+        backlog = backlog_ms[pair.ts_server, pair.ts_path]
+        if backlog and max(backlog) > 50:
+            notes.append(f"tasks still running {max(backlog):.0f} ms after the load")
+        rows += [
+            Row(
+                pair.scenario,
+                "throughput",
+                "req/s",
+                ts["req_per_s"],
+                raw["req_per_s"],
+                pair.raw_label,
+                True,
+                "; ".join(notes),
+            ),
+            Row(pair.scenario, "latency p50", "ms", ts["p50_ms"], raw["p50_ms"], pair.raw_label, False),
+            Row(pair.scenario, "latency p99", "ms", ts["p99_ms"], raw["p99_ms"], pair.raw_label, False),
+        ]
+    return rows

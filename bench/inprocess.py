@@ -4,14 +4,15 @@ Each measurement runs in a fresh interpreter (``python -m bench.inprocess ...``,
 line out) so the peak RSS belongs to that N alone. taskservice's side enqueues through
 ``FastAPITaskService`` with records retained (the default ``TASK_RESULT_TTL_S``); the raw
 side is ``asyncio.create_task`` for async functions and Starlette's ``run_in_threadpool``
-(what ``BackgroundTasks`` uses) for sync ones. The harness keeps no per-task state, so
-memory that grows with N is the backend's.
+(what ``BackgroundTasks`` uses) for sync ones. Both sides get the same arrival pattern and
+the harness keeps no per-task state, so memory that grows with N is the backend's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import concurrent.futures
 import json
 import resource
@@ -27,8 +28,12 @@ from bench.config import Config
 from bench.processes import REPO_ROOT, base_env
 from bench.stats import Row, Series, median_of
 
-YIELD_EVERY = 1000  # enqueue in bursts, as a busy service would, letting the loop run in between
-POLL_S = 0.001
+# Tasks are enqueued in blocks, the loop runs in between, and at most this many blocks are
+# unfinished at a time: the runner never starves, and the backlog (whose memory is the
+# caller's doing, on either side) stays the same for every N, so RSS that grows with N is retention.
+BLOCK = 1000
+BLOCKS_IN_FLIGHT = 2
+POLL_S = 0.0005
 
 
 def peak_rss_mb() -> float:
@@ -43,29 +48,33 @@ async def run_taskservice(kind: str, store_url: str, n: int) -> dict[str, float]
     service = create_task_service(settings)
     await service.start()
     func = async_noop if kind == "async" else noop
+
+    async def finished(task_id: str) -> None:
+        while not service.get_status(task_id).status.is_final:
+            await asyncio.sleep(POLL_S)
+
     rss_start_mb = peak_rss_mb()
     started_at = datetime.now(UTC)
-    started = time.perf_counter()
+    block_ends: collections.deque[str] = collections.deque()
     last_id = ""
-    for i in range(n):
-        last_id = service.enqueue(func, i)
-        if i % YIELD_EVERY == YIELD_EVERY - 1:
-            await asyncio.sleep(0)
-    enqueued_s = time.perf_counter() - started
-    while not service.get_status(last_id).status.is_final:
-        await asyncio.sleep(POLL_S)
+    for block in range(0, n, BLOCK):
+        for i in range(block, min(n, block + BLOCK)):
+            last_id = service.enqueue(func, i)
+        block_ends.append(last_id)
+        await asyncio.sleep(0)
+        while len(block_ends) > BLOCKS_IN_FLIGHT:
+            await finished(block_ends.popleft())
+    await finished(last_id)
     # the newest tasks finish last; make sure nothing older is still going, then read when the last one ended
     for status in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING):
         while service.list_tasks(status, limit=1):
             await asyncio.sleep(POLL_S)
-    wall_s = time.perf_counter() - started
     rss_peak_mb = peak_rss_mb()
-    recent = service.list_tasks(limit=500)
+    recent = service.list_tasks(limit=2 * BLOCK)
     failed = sum(1 for result in recent if result.status != TaskStatus.SUCCEEDED)
-    finished = [result.finished_at for result in recent if result.finished_at is not None]
-    elapsed_s = (max(finished) - started_at).total_seconds() if finished else wall_s
+    elapsed_s = (max(result.finished_at or started_at for result in recent) - started_at).total_seconds()
     await service.stop()
-    return figures(n, elapsed_s, enqueued_s, rss_start_mb, rss_peak_mb, failed)
+    return figures(n, elapsed_s, rss_start_mb, rss_peak_mb, failed)
 
 
 async def run_raw(kind: str, n: int) -> dict[str, float]:
@@ -81,29 +90,29 @@ async def run_raw(kind: str, n: int) -> dict[str, float]:
     if kind == "sync":
         call = lambda i: run_in_threadpool(sync_noop, i)  # noqa: E731
     running: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references to tasks
+    block_ends: collections.deque[asyncio.Task[Any]] = collections.deque()
     rss_start_mb = peak_rss_mb()
     started = time.perf_counter()
-    for i in range(n):
-        job = asyncio.create_task(call(i))
-        running.add(job)
-        job.add_done_callback(running.discard)
-        if i % YIELD_EVERY == YIELD_EVERY - 1:
-            await asyncio.sleep(0)
-    enqueued_s = time.perf_counter() - started
+    for block in range(0, n, BLOCK):
+        for i in range(block, min(n, block + BLOCK)):
+            job = asyncio.create_task(call(i))
+            running.add(job)
+            job.add_done_callback(running.discard)
+        block_ends.append(job)
+        await asyncio.sleep(0)
+        while len(block_ends) > BLOCKS_IN_FLIGHT:
+            await block_ends.popleft()
     while running:
         await asyncio.sleep(POLL_S)
     elapsed_s = time.perf_counter() - started
-    return figures(n, elapsed_s, enqueued_s, rss_start_mb, peak_rss_mb(), 0)
+    return figures(n, elapsed_s, rss_start_mb, peak_rss_mb(), 0)
 
 
-def figures(
-    n: int, elapsed_s: float, enqueued_s: float, rss_start_mb: float, rss_peak_mb: float, failed: int
-) -> dict[str, float]:
+def figures(n: int, elapsed_s: float, rss_start_mb: float, rss_peak_mb: float, failed: int) -> dict[str, float]:
     return {
         "n": n,
         "elapsed_s": elapsed_s,
         "tasks_per_s": n / elapsed_s,
-        "enqueue_per_s": n / enqueued_s,
         "rss_start_mb": rss_start_mb,
         "rss_peak_mb": rss_peak_mb,
         "rss_growth_mb": rss_peak_mb - rss_start_mb,
@@ -111,10 +120,10 @@ def figures(
     }
 
 
-def measure(config: Config, side: str, kind: str, store: str, n: int) -> dict[str, float]:
-    """One measurement in a fresh interpreter."""
+def measure(config: Config, side: str, kind: str, store: str, n: int, repetitions: int) -> dict[str, float]:
+    """The median of ``repetitions`` runs, each in a fresh interpreter."""
     runs = []
-    for repetition in range(config.repetitions):
+    for repetition in range(repetitions):
         db = config.work_dir / f"inprocess-{side}-{kind}-{store}-{n}-{repetition}.db"
         db.unlink(missing_ok=True)
         args = [sys.executable, "-m", "bench.inprocess", side, kind, store, str(n), "--db", str(db)]
@@ -131,19 +140,23 @@ def measure(config: Config, side: str, kind: str, store: str, n: int) -> dict[st
 
 def run(config: Config) -> tuple[list[Row], list[Series]]:
     """Every N of both kinds, both stores and the raw call; rows for the table, lines for the chart."""
+    series_sizes = {"async": config.inprocess_async_tasks, "sync": config.inprocess_sync_tasks}
     jobs = [
         (side, kind, store, n)
-        for kind, sizes in (("async", config.inprocess_async_tasks), ("sync", config.inprocess_sync_tasks))
+        for kind, sizes in series_sizes.items()
         for n in sizes
         for side, store in (("raw", "none"), ("taskservice", "memory"), ("taskservice", "sqlite"))
     ]
     # measurements run one at a time; only the smoke run, whose figures mean nothing, overlaps them
     with concurrent.futures.ThreadPoolExecutor(max_workers=2 if config.smoke else 1) as pool:
-        futures = {job: pool.submit(measure, config, *job) for job in jobs}
+        futures = {
+            job: pool.submit(measure, config, *job, config.repetitions_for(job[3], series_sizes[job[1]]))
+            for job in jobs
+        }
         results = {job: future.result() for job, future in futures.items()}
     rows: list[Row] = []
     series: list[Series] = []
-    for kind, sizes in (("async", config.inprocess_async_tasks), ("sync", config.inprocess_sync_tasks)):
+    for kind, sizes in series_sizes.items():
         raw_label = "create_task" if kind == "async" else "run_in_threadpool"
         panel = f"in-process, {kind} tasks"
         raw_line = Series(panel, f"raw {raw_label}", raw=True)
@@ -155,8 +168,12 @@ def run(config: Config) -> tuple[list[Row], list[Series]]:
                 ts = results["taskservice", kind, store, n]
                 line.points[n] = ts["tasks_per_s"]
                 scenario = f"in-process {kind}, N={n:,} ({store})"
+                single = config.repetitions_for(n, sizes) == 1 < config.repetitions
+                note = "single run" if single else ""
                 rows += [
-                    Row(scenario, "throughput", "tasks/s", ts["tasks_per_s"], raw["tasks_per_s"], raw_label, True),
+                    Row(
+                        scenario, "throughput", "tasks/s", ts["tasks_per_s"], raw["tasks_per_s"], raw_label, True, note
+                    ),
                     Row(scenario, "peak RSS", "MB", ts["rss_peak_mb"], raw["rss_peak_mb"], raw_label, False),
                 ]
         series += [*lines.values(), raw_line]

@@ -116,6 +116,32 @@ def redis_server(directory: Path) -> Iterator[RedisServer]:
         stop_process(process, sig=signal.SIGKILL)
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a live process has used so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds used so far by the live processes of a process group (a worker and its pool)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[2]) == pgid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def command_counts(client: redis.Redis) -> dict[str, int]:
     """``INFO commandstats`` as command -> calls."""
     stats: dict[str, Any] = client.info("commandstats")
