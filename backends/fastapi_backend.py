@@ -28,10 +28,11 @@ import threading
 import weakref
 from typing import ClassVar
 
-from backends.inprocess_runner import InProcessRunner, utcnow
+from backends.inprocess_runner import InProcessRunner
 from backends.inprocess_scheduler import InProcessScheduler
 from backends.process_identity import RunOwner
 from backends.server_workers import several_workers
+from backends.task_outcomes import utcnow
 from backends.task_store import TaskStore, open_task_store
 from taskservice.errors import ServiceStopped, TaskNotFound, UnsafeConfiguration
 from taskservice.models import TaskResult, TaskStatus

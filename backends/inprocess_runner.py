@@ -4,7 +4,7 @@ Everything here runs on the home loop's thread, except ``dispatch`` (any thread)
 of a sync task (a pool thread). Per task: claim it in the store (in batches), run one attempt
 in a fresh ``contextvars.Context`` with decoded copies of its arguments, then record the
 outcome (in batches, once per loop iteration). A failed attempt with retries left is retried
-after ``retry_backoff * 2**(attempt-1)`` seconds, +/-25 % jitter, at most ``MAX_RETRY_DELAY_S``.
+after ``task_outcomes.retry_delay_s``.
 
 Timeouts: an async attempt past ``timeout`` is cancelled; a sync one cannot be, so its failure
 is recorded at the deadline (with the thread's stack) and the thread finishes in the
@@ -22,17 +22,19 @@ import contextvars
 import dataclasses
 import functools
 import logging
-import math
-import random
-import sys
 import threading
-import traceback
-from datetime import UTC, datetime
-from typing import Any
 
-from backends.task_store import INTERRUPTED_BY_STOP, Outcome, TaskStore
+from backends.task_outcomes import (
+    failure,
+    interrupted,
+    retry_delay_s,
+    success,
+    thread_timed_out,
+    utcnow,
+    within,
+)
+from backends.task_store import Outcome, TaskStore
 from backends.task_threads import TaskThreadPool
-from taskservice.codec import encode_result
 from taskservice.models import TaskStatus
 from taskservice.progress import current_reporter
 from taskservice.service import TaskCall
@@ -40,27 +42,10 @@ from taskservice.settings import TaskSettings
 
 log = logging.getLogger("taskservice")
 
-MAX_RETRY_DELAY_S = 600.0  # as Celery's retry_backoff_max
 STORE_RETRY_DELAY_S = 1.0  # after the store failed to claim or record, try again this much later
 # Calls from other threads are collected this long before the loop takes them: one wake-up and
 # one claim per batch instead of per call (a claim in SQLite is a commit).
 INBOX_BATCH_WINDOW_S = 0.001
-_UNCHANGED_BY_JSON = (str, int, bool, type(None))
-
-
-def retry_delay_s(retry_backoff: float, attempt: int) -> float:
-    """Seconds before the attempt after ``attempt``: exponential, +/-25 % jitter, capped."""
-    return min(retry_backoff * math.pow(2, attempt - 1), MAX_RETRY_DELAY_S) * random.uniform(0.75, 1.25)
-
-
-def describe_error(exc: BaseException) -> str:
-    """``"ExceptionType: message"`` (just the type when the message is empty)."""
-    message = str(exc)
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclasses.dataclass(eq=False, slots=True)
@@ -189,15 +174,15 @@ class InProcessRunner:
             if timeout is None:
                 value = await call.task.func(*args, **kwargs)
             else:
-                value = await _within(call.task.func(*args, **kwargs), timeout)
-            outcome = _success(call, attempt, value)
+                value = await within(call.task.func(*args, **kwargs), timeout)
+            outcome = success(call, attempt, value)
         except asyncio.CancelledError as exc:
             if self._cutting_off:
-                outcome, retryable = _interrupted(call, attempt), False
+                outcome, retryable = interrupted(call, attempt), False
             else:  # cancelled from inside the task: a failure like any other
-                outcome = _failure(call, attempt, exc)
+                outcome = failure(call, attempt, exc)
         except BaseException as exc:  # every exception of a task is recorded on it
-            outcome = _failure(call, attempt, exc)
+            outcome = failure(call, attempt, exc)
         finally:
             del self._async_attempts[call.id]
         self._settle(call, outcome, retryable)
@@ -214,7 +199,7 @@ class InProcessRunner:
         except RuntimeError as exc:  # the pool is shut down
             self._threads_busy -= 1
             self._thread_attempts.discard(job)
-            self._settle(call, _failure(call, attempt, exc), retryable=False)
+            self._settle(call, failure(call, attempt, exc), retryable=False)
             return
         if call.options.timeout is not None:
             job.timer = self._loop.call_later(call.options.timeout, self._thread_timed_out, job)
@@ -226,9 +211,9 @@ class InProcessRunner:
         current_reporter.set(functools.partial(self._store.report_progress, call.id, job.attempt))
         try:
             args, kwargs = call.arguments.decoded_copy()
-            outcome = _success(call, job.attempt, call.task.func(*args, **kwargs))
+            outcome = success(call, job.attempt, call.task.func(*args, **kwargs))
         except BaseException as exc:  # every exception of a task is recorded on it
-            outcome = _failure(call, job.attempt, exc)
+            outcome = failure(call, job.attempt, exc)
         with contextlib.suppress(RuntimeError):  # a closed loop: the stop already recorded this task
             self._loop.call_soon_threadsafe(self._thread_done, job, outcome)
 
@@ -250,19 +235,7 @@ class InProcessRunner:
             return
         job.settled = job.timed_out = True
         self._threads_abandoned += 1
-        timeout = job.call.options.timeout
-        frame = sys._current_frames().get(job.thread_id) if job.thread_id is not None else None
-        stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
-        outcome = Outcome(
-            job.call.id,
-            job.attempt,
-            TaskStatus.FAILED,
-            utcnow(),
-            error=f"TimeoutError: task timed out after {timeout:g} s",
-            traceback=f"Stack of the task's thread at the timeout (it is left to finish in the background):\n{stack}"
-            f"TimeoutError: task timed out after {timeout:g} s\n",
-        )
-        self._settle(job.call, outcome, retryable=True)
+        self._settle(job.call, thread_timed_out(job.call, job.attempt, job.thread_id), retryable=True)
 
     # -- outcomes -------------------------------------------------------------------------
 
@@ -329,7 +302,7 @@ class InProcessRunner:
         for job in self._thread_attempts:
             if not job.settled:
                 job.settled = True
-                self._settle(job.call, _interrupted(job.call, job.attempt), retryable=False)
+                self._settle(job.call, interrupted(job.call, job.attempt), retryable=False)
         self._flush()
         self._threads.shutdown()
 
@@ -340,38 +313,3 @@ class InProcessRunner:
                 self._store.abandon(call.id, now)
             except Exception:
                 log.exception("taskservice: could not record that task %s was dropped", call.id)
-
-
-async def _within(awaitable: Any, timeout: float) -> Any:
-    """Await with a deadline; past it, ``TimeoutError`` saying so (chained to where the task was)."""
-    scope = asyncio.timeout(timeout)
-    try:
-        async with scope:
-            return await awaitable
-    except TimeoutError as exc:
-        if scope.expired():
-            raise TimeoutError(f"task timed out after {timeout:g} s") from exc
-        raise
-
-
-def _success(call: TaskCall, attempt: int, value: Any) -> Outcome:
-    if type(value) in _UNCHANGED_BY_JSON or (type(value) is float and math.isfinite(value)):
-        result = value
-    else:
-        result = encode_result(call.task.name, value)  # TypeError: the attempt fails with it
-    return Outcome(call.id, attempt, TaskStatus.SUCCEEDED, utcnow(), result=result)
-
-
-def _failure(call: TaskCall, attempt: int, exc: BaseException) -> Outcome:
-    return Outcome(
-        call.id,
-        attempt,
-        TaskStatus.FAILED,
-        utcnow(),
-        error=describe_error(exc),
-        traceback="".join(traceback.format_exception(exc)),
-    )
-
-
-def _interrupted(call: TaskCall, attempt: int) -> Outcome:
-    return Outcome(call.id, attempt, TaskStatus.FAILED, utcnow(), error=INTERRUPTED_BY_STOP)

@@ -19,7 +19,8 @@ import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from backends.inprocess_runner import InProcessRunner, utcnow
+from backends.inprocess_runner import InProcessRunner
+from backends.task_outcomes import utcnow
 from backends.task_store import TaskStore
 from taskservice.codec import encode_arguments
 from taskservice.periodic import PeriodicTask, periodic_tasks

@@ -9,7 +9,7 @@ every heartbeat): ``running``/``retrying`` ones end ``failed`` (interrupted), ``
 so two processes never both claim a task, and a periodic slot is claimed through a primary key.
 
 One connection per store, guarded by a lock; SQLite's own lock (``busy_timeout``) orders the
-processes. Times are integer microseconds since the epoch, so they come back exactly.
+processes.
 """
 
 from __future__ import annotations
@@ -19,85 +19,28 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from backends.process_identity import RunOwner, owner_is_alive
+from backends.sqlite_schema import (
+    ACTIVE,
+    CALL_COLUMNS,
+    INSERT,
+    NOT_SUCCEEDED,
+    SCHEMA,
+    SNAPSHOT_COLUMNS,
+    call_from_row,
+    snapshot_from_row,
+    to_us,
+)
 from backends.task_store import INTERRUPTED_BY_CRASH, INTERRUPTED_BY_STOP, Outcome
-from taskservice.codec import Arguments
 from taskservice.errors import BackendUnavailable, TaskConflict
 from taskservice.models import TaskResult, TaskStatus
-from taskservice.registry import Task, TaskOptions, registered_tasks
 from taskservice.service import TaskCall
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 _PRUNE_CHUNK = 2000
-# Spelled exactly as in the partial indexes, so SQLite's planner can use them.
-_ACTIVE = "status IN ('pending', 'scheduled', 'running', 'retrying')"
-_NOT_SUCCEEDED = "status <> 'succeeded'"
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS tasks (
-    seq INTEGER PRIMARY KEY,            -- insertion order: newest first is seq DESC
-    id TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    status TEXT NOT NULL,
-    payload TEXT NOT NULL,              -- the encoded arguments
-    max_retries INTEGER NOT NULL,
-    retry_backoff REAL NOT NULL,
-    timeout REAL,
-    queue TEXT,
-    unique_key TEXT,
-    owner TEXT NOT NULL,                -- runs.token of the run that owns it
-    attempts INTEGER NOT NULL DEFAULT 0,
-    result TEXT,                        -- JSON
-    error TEXT,
-    traceback TEXT,
-    progress REAL,
-    progress_message TEXT,
-    enqueued_at INTEGER NOT NULL,
-    started_at INTEGER,
-    finished_at INTEGER,
-    run_at INTEGER
-);
-CREATE UNIQUE INDEX IF NOT EXISTS tasks_active_unique_key ON tasks (unique_key)
-    WHERE unique_key IS NOT NULL AND {_ACTIVE};
-CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, seq) WHERE {_NOT_SUCCEEDED};
-CREATE INDEX IF NOT EXISTS tasks_by_finished_at ON tasks (finished_at) WHERE finished_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS runs (
-    token TEXT PRIMARY KEY,
-    pid INTEGER NOT NULL,
-    host TEXT NOT NULL,
-    process_start TEXT,
-    heartbeat_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS periodic_firings (
-    name TEXT NOT NULL,
-    slot INTEGER NOT NULL,
-    task_id TEXT NOT NULL,
-    PRIMARY KEY (name, slot)
-) WITHOUT ROWID;
-"""
-
-_SNAPSHOT_COLUMNS = (
-    "id, name, status, result, error, traceback, progress, progress_message, attempts, "
-    "enqueued_at, started_at, finished_at, run_at"
-)
-_CALL_COLUMNS = "id, name, payload, max_retries, retry_backoff, timeout, queue, unique_key, enqueued_at, run_at"
-_INSERT = (
-    "INSERT INTO tasks (id, name, status, payload, max_retries, retry_backoff, timeout, queue, unique_key, "
-    "owner, enqueued_at, run_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-def to_us(moment: datetime) -> int:
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def from_us(value: int | None) -> datetime | None:
-    return None if value is None else _EPOCH + timedelta(microseconds=value)
 
 
 class SQLiteTaskStore:
@@ -142,7 +85,7 @@ class SQLiteTaskStore:
         with self._transaction() as conn:
             conn.execute(
                 f"UPDATE tasks SET status = 'failed', error = ?, traceback = NULL, finished_at = ? "
-                f"WHERE {_NOT_SUCCEEDED} AND status IN ('running', 'retrying') AND owner = ?",
+                f"WHERE {NOT_SUCCEEDED} AND status IN ('running', 'retrying') AND owner = ?",
                 (INTERRUPTED_BY_STOP, to_us(now), owner.token),
             )
             # Its pending and scheduled tasks stay: without a run they are adopted by the next one.
@@ -169,22 +112,22 @@ class SQLiteTaskStore:
                 alive.add(token)
             else:
                 conn.execute("DELETE FROM runs WHERE token = ?", (token,))
-        owners = conn.execute(f"SELECT DISTINCT owner FROM tasks WHERE {_NOT_SUCCEEDED} AND {_ACTIVE}").fetchall()
+        owners = conn.execute(f"SELECT DISTINCT owner FROM tasks WHERE {NOT_SUCCEEDED} AND {ACTIVE}").fetchall()
         adopted: list[TaskCall] = []
         for (gone,) in owners:
             if gone in alive:
                 continue
             conn.execute(
                 f"UPDATE tasks SET status = 'failed', error = ?, traceback = NULL, finished_at = ? "
-                f"WHERE {_NOT_SUCCEEDED} AND status IN ('running', 'retrying') AND owner = ?",
+                f"WHERE {NOT_SUCCEEDED} AND status IN ('running', 'retrying') AND owner = ?",
                 (INTERRUPTED_BY_CRASH, now_us, gone),
             )
             rows = conn.execute(
-                f"UPDATE tasks SET owner = ? WHERE {_NOT_SUCCEEDED} AND status IN ('pending', 'scheduled') "
-                f"AND owner = ? RETURNING {_CALL_COLUMNS}",
+                f"UPDATE tasks SET owner = ? WHERE {NOT_SUCCEEDED} AND status IN ('pending', 'scheduled') "
+                f"AND owner = ? RETURNING {CALL_COLUMNS}",
                 (owner.token, gone),
             ).fetchall()
-            adopted.extend(_call_from_row(row) for row in rows)
+            adopted.extend(call_from_row(row) for row in rows)
         adopted.sort(key=lambda call: call.enqueued_at)
         return adopted
 
@@ -209,18 +152,18 @@ class SQLiteTaskStore:
         )
         with self._using() as conn:
             try:
-                conn.execute(_INSERT, params)
+                conn.execute(INSERT, params)
             except sqlite3.IntegrityError as exc:
                 key = options.unique_key
                 if key is None or "unique_key" not in str(exc):
                     raise
-                holder = conn.execute(f"SELECT id FROM tasks WHERE unique_key = ? AND {_ACTIVE}", (key,)).fetchone()
+                holder = conn.execute(f"SELECT id FROM tasks WHERE unique_key = ? AND {ACTIVE}", (key,)).fetchone()
                 raise TaskConflict(key, holder[0] if holder else None) from None
 
     def get(self, task_id: str) -> TaskResult | None:
         with self._using() as conn:
-            row = conn.execute(f"SELECT {_SNAPSHOT_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        return None if row is None else _snapshot(row)
+            row = conn.execute(f"SELECT {SNAPSHOT_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return None if row is None else snapshot_from_row(row)
 
     def list(self, status: TaskStatus | None, limit: int) -> list[TaskResult]:
         params: tuple[Any, ...]
@@ -229,10 +172,10 @@ class SQLiteTaskStore:
         elif status is TaskStatus.SUCCEEDED:
             where, params = "WHERE status = 'succeeded'", (limit,)
         else:
-            where, params = f"WHERE status = ? AND {_NOT_SUCCEEDED}", (status.value, limit)
+            where, params = f"WHERE status = ? AND {NOT_SUCCEEDED}", (status.value, limit)
         with self._using() as conn:
-            rows = conn.execute(f"SELECT {_SNAPSHOT_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ?", params)
-            return [_snapshot(row) for row in rows.fetchall()]
+            rows = conn.execute(f"SELECT {SNAPSHOT_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ?", params)
+            return [snapshot_from_row(row) for row in rows.fetchall()]
 
     def claim(self, task_ids: Sequence[str], now: datetime) -> dict[str, int]:
         owner = self._require_owner()
@@ -297,7 +240,7 @@ class SQLiteTaskStore:
             if not firing.rowcount:
                 return False
             conn.execute(
-                _INSERT,
+                INSERT,
                 (
                     call.id,
                     call.task.name,
@@ -384,72 +327,9 @@ class SQLiteTaskStore:
                 conn.execute("PRAGMA wal_autocheckpoint = 4000")
                 conn.execute("PRAGMA journal_size_limit = 67108864")  # the WAL file shrinks back after checkpoints
                 conn.execute("PRAGMA cache_size = -16384")  # 16 MB of pages, per process
-                conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")  # one process creates it, the others wait
+                conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")  # one process creates it, the others wait
             except BaseException:
                 conn.close()
                 raise
             self._connection = conn
         return self._connection
-
-
-def _snapshot(row: tuple[Any, ...]) -> TaskResult:
-    (
-        task_id,
-        name,
-        status,
-        result,
-        error,
-        traceback,
-        progress,
-        message,
-        attempts,
-        enqueued,
-        started,
-        finished,
-        run_at,
-    ) = row
-    return TaskResult(
-        id=task_id,
-        name=name,
-        status=TaskStatus(status),
-        result=None if result is None else json.loads(result),
-        error=error,
-        traceback=traceback,
-        progress=progress,
-        progress_message=message,
-        attempts=attempts,
-        enqueued_at=from_us(enqueued),
-        started_at=from_us(started),
-        finished_at=from_us(finished),
-        run_at=from_us(run_at),
-    )
-
-
-def _call_from_row(row: tuple[Any, ...]) -> TaskCall:
-    """Rebuild an adopted call; a task this process does not know fails with a clear error when it runs."""
-    task_id, name, payload, max_retries, retry_backoff, timeout, queue, unique_key, enqueued, run_at = row
-    options = TaskOptions(
-        max_retries=max_retries, retry_backoff=retry_backoff, timeout=timeout, queue=queue, unique_key=unique_key
-    )
-    decoded = json.loads(payload)
-    handle = registered_tasks().get(name)
-    task = handle if handle is not None else _unknown_task(name)
-    enqueued_at = from_us(enqueued)
-    assert enqueued_at is not None
-    return TaskCall(
-        id=task_id,
-        task=task,
-        arguments=Arguments(decoded["args"], decoded["kwargs"], payload),
-        options=options,
-        enqueued_at=enqueued_at,
-        run_at=from_us(run_at),
-    )
-
-
-def _unknown_task(name: str) -> Task[..., Any]:
-    async def unknown(*args: Any, **kwargs: Any) -> None:
-        raise LookupError(
-            f"no task is registered under the name {name!r} in this process: is its module in TASK_MODULES?"
-        )
-
-    return Task(unknown, name, TaskOptions())

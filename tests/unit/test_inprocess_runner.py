@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from backends.fastapi_backend import FastAPITaskService
-from backends.inprocess_runner import MAX_RETRY_DELAY_S, retry_delay_s
+from backends.task_outcomes import MAX_RETRY_DELAY_S, retry_delay_s
 from taskservice import TaskSettings, TaskStatus, task
 from taskservice.progress import current_reporter
 

@@ -1,0 +1,147 @@
+"""The SQLite store's schema and how its rows become snapshots and calls again.
+
+Times are integer microseconds since the epoch, so they come back exactly. A row whose task
+this process does not know (its module is not imported) becomes a call whose task fails with
+a ``LookupError`` that names ``TASK_MODULES``, so it ends ``failed`` instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from taskservice.codec import Arguments
+from taskservice.models import TaskResult, TaskStatus
+from taskservice.registry import Task, TaskOptions, registered_tasks
+from taskservice.service import TaskCall
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+# Spelled exactly as in the partial indexes, so SQLite's planner can use them.
+ACTIVE = "status IN ('pending', 'scheduled', 'running', 'retrying')"
+NOT_SUCCEEDED = "status <> 'succeeded'"
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY,            -- insertion order: newest first is seq DESC
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    payload TEXT NOT NULL,              -- the encoded arguments
+    max_retries INTEGER NOT NULL,
+    retry_backoff REAL NOT NULL,
+    timeout REAL,
+    queue TEXT,
+    unique_key TEXT,
+    owner TEXT NOT NULL,                -- runs.token of the run that owns it
+    attempts INTEGER NOT NULL DEFAULT 0,
+    result TEXT,                        -- JSON
+    error TEXT,
+    traceback TEXT,
+    progress REAL,
+    progress_message TEXT,
+    enqueued_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    run_at INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_active_unique_key ON tasks (unique_key)
+    WHERE unique_key IS NOT NULL AND {ACTIVE};
+CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, seq) WHERE {NOT_SUCCEEDED};
+CREATE INDEX IF NOT EXISTS tasks_by_finished_at ON tasks (finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS runs (
+    token TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    process_start TEXT,
+    heartbeat_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS periodic_firings (
+    name TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    task_id TEXT NOT NULL,
+    PRIMARY KEY (name, slot)
+) WITHOUT ROWID;
+"""
+
+SNAPSHOT_COLUMNS = (
+    "id, name, status, result, error, traceback, progress, progress_message, attempts, "
+    "enqueued_at, started_at, finished_at, run_at"
+)
+CALL_COLUMNS = "id, name, payload, max_retries, retry_backoff, timeout, queue, unique_key, enqueued_at, run_at"
+INSERT = (
+    "INSERT INTO tasks (id, name, status, payload, max_retries, retry_backoff, timeout, queue, unique_key, "
+    "owner, enqueued_at, run_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def to_us(moment: datetime) -> int:
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def from_us(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+def snapshot_from_row(row: tuple[Any, ...]) -> TaskResult:
+    (
+        task_id,
+        name,
+        status,
+        result,
+        error,
+        traceback,
+        progress,
+        message,
+        attempts,
+        enqueued,
+        started,
+        finished,
+        run_at,
+    ) = row
+    return TaskResult(
+        id=task_id,
+        name=name,
+        status=TaskStatus(status),
+        result=None if result is None else json.loads(result),
+        error=error,
+        traceback=traceback,
+        progress=progress,
+        progress_message=message,
+        attempts=attempts,
+        enqueued_at=from_us(enqueued),
+        started_at=from_us(started),
+        finished_at=from_us(finished),
+        run_at=from_us(run_at),
+    )
+
+
+def call_from_row(row: tuple[Any, ...]) -> TaskCall:
+    """Rebuild an adopted call; a task this process does not know fails with a clear error when it runs."""
+    task_id, name, payload, max_retries, retry_backoff, timeout, queue, unique_key, enqueued, run_at = row
+    options = TaskOptions(
+        max_retries=max_retries, retry_backoff=retry_backoff, timeout=timeout, queue=queue, unique_key=unique_key
+    )
+    decoded = json.loads(payload)
+    handle = registered_tasks().get(name)
+    task = handle if handle is not None else unknown_task(name)
+    enqueued_at = from_us(enqueued)
+    assert enqueued_at is not None
+    return TaskCall(
+        id=task_id,
+        task=task,
+        arguments=Arguments(decoded["args"], decoded["kwargs"], payload),
+        options=options,
+        enqueued_at=enqueued_at,
+        run_at=from_us(run_at),
+    )
+
+
+def unknown_task(name: str) -> Task[..., Any]:
+    async def unknown(*args: Any, **kwargs: Any) -> None:
+        raise LookupError(
+            f"no task is registered under the name {name!r} in this process: is its module in TASK_MODULES?"
+        )
+
+    return Task(unknown, name, TaskOptions())
