@@ -56,6 +56,11 @@ class _LoopThread:
         try:
             self.loop.run_forever()
         finally:
+            leftovers = asyncio.all_tasks(self.loop)  # e.g. a task that ignored its cancellation
+            for leftover in leftovers:
+                leftover.cancel()
+            if leftovers:
+                self.loop.run_until_complete(asyncio.wait(leftovers, timeout=1.0))
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
 
@@ -108,14 +113,21 @@ class _Run:
         self.accepting = False
         await self.scheduler.shutdown()
         await self.runner.shutdown(grace_s)
-        self.store.end_run(utcnow())
+        self.end()
+
+    def end(self) -> None:
+        """Record what the stop cut off, and let the store's connection go (a later read reopens it)."""
+        try:
+            self.store.end_run(utcnow())
+        finally:
+            self.store.close()
 
     def close(self, grace_s: float) -> None:
         """``shutdown`` from synchronous code, whatever thread it runs on."""
         self.accepting = False
         loop_thread = self.loop_thread
         if self.loop.is_closed() or not self.loop.is_running():
-            self.store.end_run(utcnow())  # no loop left to wait on: record the cut-off tasks now
+            self.end()  # no loop left to wait on: record the cut-off tasks now
             if loop_thread is not None:
                 loop_thread.stop()
             return
