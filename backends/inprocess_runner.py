@@ -43,9 +43,11 @@ from taskservice.settings import TaskSettings
 log = logging.getLogger("taskservice")
 
 STORE_RETRY_DELAY_S = 1.0  # after the store failed to claim or record, try again this much later
-# Calls from other threads are collected this long before the loop takes them: one wake-up and
-# one claim per batch instead of per call (a claim in SQLite is a commit).
-INBOX_BATCH_WINDOW_S = 0.001
+# Under a stream of calls from other threads (a script, sync endpoints), calls are gathered
+# this long before the loop takes them: one wake-up, one GIL hand-over and one claim per batch
+# instead of per call (a claim in SQLite is a commit). A lone call is taken at once.
+INBOX_BATCH_WINDOW_S = 0.005
+INBOX_STREAM_SIZE = 8  # a drain that found this many calls means a stream is coming
 
 
 @dataclasses.dataclass(eq=False, slots=True)
@@ -74,6 +76,7 @@ class InProcessRunner:
         # Calls from other threads wait in the inbox; one wake-up drains many of them.
         self._inbox: collections.deque[TaskCall] = collections.deque()
         self._inbox_signalled = False
+        self._inbox_window_s = 0.0  # INBOX_BATCH_WINDOW_S while calls stream in
         self._ready_async: collections.deque[TaskCall] = collections.deque()
         self._ready_sync: collections.deque[TaskCall] = collections.deque()
         self._pump_scheduled = False
@@ -100,7 +103,10 @@ class InProcessRunner:
         if not self._inbox_signalled:
             self._inbox_signalled = True
             try:
-                self._loop.call_soon_threadsafe(self._loop.call_later, INBOX_BATCH_WINDOW_S, self._drain_inbox)
+                if self._inbox_window_s:
+                    self._loop.call_soon_threadsafe(self._loop.call_later, self._inbox_window_s, self._drain_inbox)
+                else:
+                    self._loop.call_soon_threadsafe(self._drain_inbox)
             except RuntimeError:  # the loop is closed: the stop decided what becomes of it
                 self._abandon_all(list(self._inbox))
                 self._inbox.clear()
@@ -122,8 +128,11 @@ class InProcessRunner:
     def _drain_inbox(self) -> None:
         self._inbox_signalled = False  # before draining: a call appended from now on signals again
         inbox = self._inbox
+        drained = 0
         while inbox:
             self.dispatch_here(inbox.popleft())
+            drained += 1
+        self._inbox_window_s = INBOX_BATCH_WINDOW_S if drained >= INBOX_STREAM_SIZE else 0.0
 
     # -- claiming and starting ------------------------------------------------------------
 
