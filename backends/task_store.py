@@ -188,15 +188,15 @@ class MemoryTaskStore:
             return record.snapshot() if record is not None else None
 
     def list(self, status: TaskStatus | None, limit: int) -> list[TaskResult]:
-        found: list[TaskResult] = []
-        with self._lock:
+        found: list[_Record] = []
+        with self._lock:  # copies under the lock, snapshots (the slow part) outside it
             for task_id in reversed(self._records):
                 record = self._records[task_id]
                 if status is None or record.status is status:
-                    found.append(record.snapshot())
+                    found.append(dataclasses.replace(record))
                     if len(found) >= limit:
                         break
-        return found
+        return [record.snapshot() for record in found]
 
     def claim(self, task_ids: Sequence[str], now: datetime) -> dict[str, int]:
         claimed: dict[str, int] = {}
