@@ -66,7 +66,7 @@ class SQLiteTaskStore:
         self._owner = owner
         with self._transaction() as conn:
             self._register(conn, owner)
-            return self._recover(conn, owner)
+            return self._recover(conn, owner, look_for_orphans=True)
 
     def heartbeat(self) -> list[TaskCall]:
         owner = self._require_owner()
@@ -76,7 +76,7 @@ class SQLiteTaskStore:
             ).rowcount
             if not updated:  # a sibling took this run for dead (a long pause): say it is alive again
                 self._register(conn, owner)
-            return self._recover(conn, owner)
+            return self._recover(conn, owner, look_for_orphans=False)
 
     def end_run(self, now: datetime) -> None:
         owner = self._owner
@@ -88,8 +88,9 @@ class SQLiteTaskStore:
                 f"WHERE {NOT_SUCCEEDED} AND status IN ('running', 'retrying') AND owner = ?",
                 (INTERRUPTED_BY_STOP, to_us(now), owner.token),
             )
-            # Its pending and scheduled tasks stay: without a run they are adopted by the next one.
-            conn.execute("DELETE FROM runs WHERE token = ?", (owner.token,))
+            # Its pending and scheduled tasks stay. The run's heartbeat is set to "long ago", so the
+            # next heartbeat of a sibling, or the next run's start, adopts them.
+            conn.execute("UPDATE runs SET heartbeat_at = 0 WHERE token = ?", (owner.token,))
         self._owner = None
 
     def _register(self, conn: sqlite3.Connection, owner: RunOwner) -> None:
@@ -98,36 +99,41 @@ class SQLiteTaskStore:
             (owner.token, owner.pid, owner.host, owner.process_start, to_us(datetime.now(UTC))),
         )
 
-    def _recover(self, conn: sqlite3.Connection, owner: RunOwner) -> list[TaskCall]:
-        """In a transaction: settle the tasks of runs that are gone; return the calls adopted."""
+    def _recover(self, conn: sqlite3.Connection, owner: RunOwner, look_for_orphans: bool) -> list[TaskCall]:
+        """In a transaction: settle the tasks of runs that are gone; return the calls adopted.
+
+        A heartbeat reads only the small ``runs`` table; a start also looks for tasks whose run is
+        not registered at all (which costs a scan of the active tasks).
+        """
         now_us = to_us(datetime.now(UTC))
-        alive: set[str] = {owner.token}
+        registered: set[str] = {owner.token}
+        gone: list[str] = []
         for token, pid, host, started, heartbeat_at in conn.execute(
             "SELECT token, pid, host, process_start, heartbeat_at FROM runs WHERE token <> ?", (owner.token,)
         ).fetchall():
+            registered.add(token)
             age_s = (now_us - heartbeat_at) / 1e6
-            if owner_is_alive(
+            if not owner_is_alive(
                 pid=pid, host=host, started=started, heartbeat_age_s=age_s, stale_after_s=self.stale_after_s
             ):
-                alive.add(token)
-            else:
-                conn.execute("DELETE FROM runs WHERE token = ?", (token,))
-        owners = conn.execute(f"SELECT DISTINCT owner FROM tasks WHERE {NOT_SUCCEEDED} AND {ACTIVE}").fetchall()
+                gone.append(token)
+        if look_for_orphans:
+            owners = conn.execute(f"SELECT DISTINCT owner FROM tasks WHERE {NOT_SUCCEEDED} AND {ACTIVE}").fetchall()
+            gone += [token for (token,) in owners if token not in registered]
         adopted: list[TaskCall] = []
-        for (gone,) in owners:
-            if gone in alive:
-                continue
+        for token in gone:
             conn.execute(
                 f"UPDATE tasks SET status = 'failed', error = ?, traceback = NULL, finished_at = ? "
                 f"WHERE {NOT_SUCCEEDED} AND status IN ('running', 'retrying') AND owner = ?",
-                (INTERRUPTED_BY_CRASH, now_us, gone),
+                (INTERRUPTED_BY_CRASH, now_us, token),
             )
             rows = conn.execute(
                 f"UPDATE tasks SET owner = ? WHERE {NOT_SUCCEEDED} AND status IN ('pending', 'scheduled') "
                 f"AND owner = ? RETURNING {CALL_COLUMNS}",
-                (owner.token, gone),
+                (owner.token, token),
             ).fetchall()
             adopted.extend(call_from_row(row) for row in rows)
+            conn.execute("DELETE FROM runs WHERE token = ?", (token,))
         adopted.sort(key=lambda call: call.enqueued_at)
         return adopted
 

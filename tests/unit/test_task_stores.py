@@ -362,6 +362,16 @@ def test_a_stopped_runs_pending_and_scheduled_tasks_go_to_the_next_run(tmp_path:
     assert {call.id for call in nxt.begin_run(RunOwner.for_this_process())} == {pending.id, scheduled.id}
 
 
+def test_a_live_sibling_adopts_what_a_stopped_run_left_at_its_next_heartbeat(tmp_path: Path) -> None:
+    survivor, stopping = sqlite_pair(tmp_path)
+    left = make_call(run_at=now() + timedelta(hours=1))
+    stopping.insert(left)
+    assert survivor.heartbeat() == [], "the sibling is alive: nothing to take"
+    stopping.end_run(now())
+    assert [call.id for call in survivor.heartbeat()] == [left.id]
+    assert survivor.heartbeat() == [], "taken once"
+
+
 def test_an_unknown_task_name_is_adopted_and_fails_clearly_when_run(tmp_path: Path) -> None:
     path = str(tmp_path / "t.db")
     first = SQLiteTaskStore(path)
