@@ -173,6 +173,9 @@ class InProcessScheduler:
             if now >= next_prune:
                 next_prune = now + prune_every_s
                 try:
-                    self._store.prune(utcnow() - timedelta(seconds=self._settings.result_ttl_s))
+                    # On a worker thread: millions of expired records take a while; the store
+                    # deletes them in chunks, so enqueues interleave.
+                    cutoff = utcnow() - timedelta(seconds=self._settings.result_ttl_s)
+                    await asyncio.to_thread(self._store.prune, cutoff)
                 except Exception:
                     log.exception("taskservice: pruning finished tasks failed")

@@ -29,6 +29,7 @@ from taskservice.models import TaskResult, TaskStatus
 from taskservice.service import TaskCall
 from taskservice.settings import TaskSettings
 
+_PRUNE_CHUNK = 5000
 CLAIMABLE = frozenset({TaskStatus.PENDING, TaskStatus.SCHEDULED, TaskStatus.RETRYING})
 
 INTERRUPTED_BY_CRASH = "TaskInterrupted: the process running this task stopped before it finished"
@@ -250,8 +251,13 @@ class MemoryTaskStore:
         return True
 
     def prune(self, finished_before: datetime) -> int:
-        with self._lock:
-            return self._forget_finished(lambda finished_at: finished_at < finished_before)
+        pruned = 0
+        while True:  # in chunks, so enqueues get the lock in between
+            with self._lock:
+                chunk = self._forget_finished(lambda finished_at: finished_at < finished_before, _PRUNE_CHUNK)
+            pruned += chunk
+            if chunk < _PRUNE_CHUNK:
+                return pruned
 
     def close(self) -> None:
         pass
@@ -266,12 +272,14 @@ class MemoryTaskStore:
         if record.unique_key is not None and self._active_keys.get(record.unique_key) == record.id:
             del self._active_keys[record.unique_key]
         self._finished.append((at, record.id))
-        if len(self._finished) > self.max_finished_records:
-            self._forget_finished(lambda _finished_at: len(self._finished) > self.max_finished_records)
+        excess = len(self._finished) - self.max_finished_records
+        if excess > 0:
+            self._forget_finished(lambda _finished_at: True, excess)
 
-    def _forget_finished(self, still_too_many: Callable[[datetime], bool]) -> int:
+    def _forget_finished(self, expired: Callable[[datetime], bool], limit: int) -> int:
+        """Caller holds the lock: forget up to ``limit`` of the earliest finished records that are ``expired``."""
         forgotten = 0
-        while self._finished and still_too_many(self._finished[0][0]):
+        while forgotten < limit and self._finished and expired(self._finished[0][0]):
             _, task_id = self._finished.popleft()
             self._records.pop(task_id, None)
             forgotten += 1

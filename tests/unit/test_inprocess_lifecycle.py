@@ -21,7 +21,7 @@ from backends.inprocess_scheduler import next_slot
 from backends.process_identity import RunOwner, host_id
 from backends.sqlite_store import SQLiteTaskStore
 from backends.task_store import DROPPED_BY_STOP, INTERRUPTED_BY_STOP
-from taskservice import TaskSettings, TaskStatus, periodic, task
+from taskservice import TaskNotFound, TaskSettings, TaskStatus, periodic, task
 from taskservice.cron import CronSchedule
 from taskservice.errors import ServiceStopped
 from taskservice.periodic import PeriodicTask
@@ -178,6 +178,23 @@ def test_a_task_no_module_registers_fails_clearly_instead_of_waiting_forever(sql
         result = service.wait(orphan.id)  # the first use recovers the file
         assert result.status == TaskStatus.FAILED
         assert result.error is not None and result.error.startswith("LookupError: no task is registered")
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_finished_records_are_pruned_after_their_ttl(store: str, sqlite_url: str) -> None:
+    service = FastAPITaskService(settings("memory://" if store == "memory" else sqlite_url, result_ttl_s=0.5))
+    try:
+        done = service.wait(service.enqueue(sync_where))
+        waiting = service.schedule(sync_where, timedelta(hours=1))
+        deadline = time.monotonic() + 5
+        while service.list_tasks(status=TaskStatus.SUCCEEDED):
+            assert time.monotonic() < deadline, "the finished record was never pruned"
+            time.sleep(0.05)
+        with pytest.raises(TaskNotFound):
+            service.get_status(done.id)
+        assert service.get_status(waiting).status == TaskStatus.SCHEDULED, "only finished records expire"
     finally:
         service.close()
 
