@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from celery import Celery
 
 from bench import raw_celery
 from bench.config import Config
@@ -71,8 +72,14 @@ def taskservice_producer(redis_url: str) -> Iterator[Callable[[int], str]]:
 
 @contextlib.contextmanager
 def raw_producer(redis_url: str) -> Iterator[Callable[[int], str]]:
-    raw_celery.configure(redis_url)
-    yield lambda i: str(raw_celery.noop.apply_async((i,)).id)
+    """Fill the raw queue with the very messages ``apply_async`` sends, from an app without a result
+    backend, so filling does not subscribe to each result (filling is not what is measured)."""
+    fill = Celery("bench_raw_fill", broker=redis_url, set_as_current=False)
+    fill.conf.update(task_serializer="json", accept_content=["json"], task_default_queue=raw_celery.QUEUE)
+    try:
+        yield lambda i: str(fill.send_task(raw_celery.noop.name, args=(i,)).id)
+    finally:
+        fill.close()
 
 
 def drain_once(redis: RedisServer, side: Side, n: int, concurrency: int, log: Path) -> dict[str, float]:

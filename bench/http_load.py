@@ -16,6 +16,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 
+from bench import raw_celery
 from bench.config import Config
 from bench.processes import REPO_ROOT, RedisServer, base_env, uvicorn_servers
 from bench.stats import Row, median_of
@@ -98,7 +99,8 @@ def run(config: Config, redis: RedisServer) -> list[Row]:
                 runs[endpoint].append(load(config, servers[name], path, config.http_duration_s))
                 if name == "ts-inprocess":
                     backlog_ms[endpoint].append(backlog_clear_ms(servers[name]))
-                client.delete("celery", "bench-raw")  # queued messages nobody runs: keep Redis the same size
+                # queued messages nobody runs (taskservice's queue is Celery's default): keep Redis the same size
+                client.delete("celery", raw_celery.QUEUE)
     client.close()
     rows: list[Row] = []
     for pair in PAIRS:

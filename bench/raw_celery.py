@@ -13,6 +13,7 @@ import os
 from celery import Celery
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+QUEUE = "bench-raw"  # never the queue of a taskservice worker on the same Redis
 
 app = Celery("bench_raw", broker=REDIS_URL, backend=REDIS_URL)
 app.conf.update(
@@ -41,7 +42,7 @@ app.conf.update(
     redis_socket_timeout=5.0,
     redis_retry_on_timeout=True,
     worker_hijack_root_logger=False,
-    task_default_queue="bench-raw",  # never the queue of a taskservice worker on the same Redis
+    task_default_queue=QUEUE,
 )
 
 
