@@ -58,21 +58,22 @@ def targets(config: Config, rows: Sequence[Row]) -> list[Target]:
                 True,
             )
         )
+    # an in-process request counts as served once its task has finished: the sustained rate
     found.append(
         ratio_target(
             rows,
-            "HTTP in-process async ≥ 0.9x raw BackgroundTasks",
+            "HTTP in-process async ≥ 0.9x raw BackgroundTasks (sustained req/s)",
             "HTTP in-process, async task",
-            "throughput",
+            "sustained throughput",
             0.9,
             True,
         )
     )
     sync = ratio_target(
         rows,
-        "HTTP in-process sync ≥ 2x raw BackgroundTasks req/s",
+        "HTTP in-process sync ≥ 2x raw BackgroundTasks (sustained req/s)",
         "HTTP in-process, sync task",
-        "throughput",
+        "sustained throughput",
         2.0,
         True,
     )
