@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -93,6 +93,7 @@ class TaskRecords:
         self.schedule_key = prefix + "schedule"
         self._insert = client.register_script(celery_scripts.INSERT)
         self._claim = client.register_script(celery_scripts.CLAIM)
+        self._adopt = client.register_script(celery_scripts.ADOPT)
         self._store = client.register_script(celery_scripts.STORE)
         self._cancel = client.register_script(celery_scripts.CANCEL)
         self._dispatch = client.register_script(celery_scripts.DISPATCH)
@@ -184,24 +185,20 @@ class TaskRecords:
 
     # --- the worker side ------------------------------------------------------------------------
 
-    def claim(
-        self,
-        task_id: str,
-        token: str,
-        lease_ms: int,
-        started_meta: str,
-        meta_expires_s: int | None,
-        defaults: ClaimDefaults,
-    ) -> Claim:
+    def claim(self, task_id: str, token: str, lease_ms: int, defaults: ClaimDefaults) -> Claim:
         """Mark the task running under a lease if it may run now; otherwise say why not."""
-        now = datetime.now(UTC)
-        reply = self._claim(
-            keys=[self.record_key(task_id), self.lease_key(task_id), self.meta_key(task_id), self.index_key],
-            args=[self.prefix, task_id, to_us(now), token, lease_ms, started_meta, _expiry(meta_expires_s),
-                  self.result_ttl_ms, defaults.name, to_seconds(now), defaults.queue, defaults.max_retries,
-                  defaults.retry_backoff_s, "" if defaults.timeout_s is None else defaults.timeout_s],
-        )  # fmt: skip
-        values = [_text(item) for item in reply]
+        keys = [self.record_key(task_id), self.lease_key(task_id)]
+        args: list[str | int] = [self.prefix, task_id, to_us(datetime.now(UTC)), token, lease_ms]
+        values = [_text(item) for item in self._claim(keys=keys, args=args)]
+        if values[0] == "missing":  # sent without taskservice: give it a record, then claim it as usual
+            now = datetime.now(UTC)
+            self._adopt(
+                keys=[self.record_key(task_id), self.index_key],
+                args=[task_id, to_us(now), to_seconds(now), self.result_ttl_ms, defaults.name, defaults.queue,
+                      defaults.max_retries, defaults.retry_backoff_s,
+                      "" if defaults.timeout_s is None else defaults.timeout_s],
+            )  # fmt: skip
+            values = [_text(item) for item in self._claim(keys=keys, args=args)]
         verdict = values[0]
         if verdict == "run":
             return Claim(
@@ -223,16 +220,17 @@ class TaskRecords:
         mode: str,
         meta: str,
         meta_expires_s: int | None,
-        fields: Mapping[str, str | int | float] | None = None,
-        drop: Iterable[str] = (),
+        fields: Mapping[str, str | None] | None = None,
         retry_due_s: float | None = None,
     ) -> None:
-        """Write Celery's result ``meta`` and the record change of ``mode`` (final/retry/progress/meta) at once."""
-        pairs: list[str | int | float] = [item for name, value in (fields or {}).items() for item in (name, value)]
+        """Write Celery's result ``meta`` and the record change of ``mode`` (final/retry/progress/meta) at once.
+
+        ``fields`` are the record's changed fields; None removes one.
+        """
         self._store(
             keys=[self.record_key(task_id), self.lease_key(task_id), self.meta_key(task_id), self.schedule_key],
             args=[self.prefix, task_id, mode, meta, _expiry(meta_expires_s), self.result_ttl_ms,
-                  "" if retry_due_s is None else repr(retry_due_s), len(pairs) // 2, *pairs, *drop],
+                  "" if retry_due_s is None else repr(retry_due_s), json.dumps(fields or {})],
         )  # fmt: skip
 
     def defer(self, task_id: str, due_s: float, message: str) -> None:

@@ -30,8 +30,7 @@ RETRY_REQUEST_ATTRIBUTE = "taskservice_retry"  # (due in epoch seconds, message)
 @dataclasses.dataclass(frozen=True)
 class RecordChange:
     mode: str  # "final", "retry", "progress" or "meta" (Celery's result only)
-    fields: dict[str, str | int | float] = dataclasses.field(default_factory=dict)
-    drop: tuple[str, ...] = ()
+    fields: dict[str, str | None] = dataclasses.field(default_factory=dict)  # None: remove the field
     retry_due_s: float | None = None
 
 
@@ -47,35 +46,24 @@ def describe_error(exc: Any) -> str:
 
 
 def record_change(result: Any, state: str, traceback: str | None, request: Any) -> RecordChange:
-    """What a Celery state change means for the task record."""
+    """What a Celery state change means for the task record (every value a string: Lua keeps it exact)."""
     status = status_of_state(state)
-    now = to_us(datetime.now(UTC))
     if state == PROGRESS and isinstance(result, dict):
-        fields: dict[str, str | int | float] = {"progress": float(result.get("progress", 0.0))}
         message = result.get("message")
-        if message is None:
-            return RecordChange("progress", fields, drop=("progress_message",))
-        return RecordChange("progress", {**fields, "progress_message": str(message)})
-    if status == TaskStatus.SUCCEEDED:
-        fields = {"status": status.value, "finished_at": now, "result": json.dumps(result, default=repr)}
-        return RecordChange("final", fields, drop=("error", "traceback", "message"))
-    if status in FINAL_STATUSES:
-        assert status is not None
-        fields = {"status": status.value, "finished_at": now}
-        if status == TaskStatus.FAILED:
-            fields["error"] = describe_error(result)
-            if traceback:
-                fields["traceback"] = traceback
-        return RecordChange("final", fields, drop=("message",))
+        progress = {"progress": repr(float(result.get("progress", 0.0)))}
+        return RecordChange("progress", {**progress, "progress_message": None if message is None else str(message)})
+    if status is None or status not in FINAL_STATUSES | {TaskStatus.RETRYING}:
+        return RecordChange("meta")
     if status == TaskStatus.RETRYING:
-        fields = {"status": status.value, "error": describe_error(result)}
-        if traceback:
-            fields["traceback"] = traceback
         due, message = getattr(request, RETRY_REQUEST_ATTRIBUTE, None) or (None, None)
-        if message is not None:
-            fields["message"] = message
-        return RecordChange("retry", fields, retry_due_s=due)
-    return RecordChange("meta")
+        fields = {"status": status.value, "error": describe_error(result), "traceback": traceback, "message": message}
+        return RecordChange("retry", {name: value for name, value in fields.items() if value is not None}, due)
+    fields = {"status": status.value, "finished_at": str(to_us(datetime.now(UTC))), "message": None}
+    if status == TaskStatus.SUCCEEDED:
+        fields.update(result=json.dumps(result, default=repr), error=None, traceback=None)
+    elif status == TaskStatus.FAILED:
+        fields.update(error=describe_error(result), traceback=traceback)
+    return RecordChange("final", fields)
 
 
 class RecordingRedisBackend(RedisBackend):  # type: ignore[misc]  # celery ships no type hints
@@ -88,12 +76,6 @@ class RecordingRedisBackend(RedisBackend):  # type: ignore[misc]  # celery ships
     def records(self) -> TaskRecords:
         settings = getattr(self.app, "taskservice_settings", None) or TaskSettings()
         return TaskRecords(self.client, settings.result_ttl_s)
-
-    def started_meta(self, task_id: str, request: Any, info: dict[str, Any]) -> str:
-        """Celery's STARTED meta, written by the runner's claim (``task_track_started`` at no extra cost)."""
-        meta = self._get_result_meta(result=info, state=states.STARTED, traceback=None, request=request)
-        meta["task_id"] = task_id
-        return str(self.encode(meta))
 
     def store_result(
         self, task_id: str, result: Any, state: str, traceback: str | None = None, request: Any = None, **kwargs: Any
@@ -118,8 +100,7 @@ class RecordingRedisBackend(RedisBackend):  # type: ignore[misc]  # celery ships
         expires = self.failure_expires if state == states.FAILURE else self.expires
         change = record_change or RecordChange("meta")
         self.ensure(
-            self.records.store,
-            (_text(task_id), change.mode, encoded, expires, change.fields, change.drop, change.retry_due_s),
+            self.records.store, (_text(task_id), change.mode, encoded, expires, change.fields, change.retry_due_s)
         )
         return result
 

@@ -144,9 +144,11 @@ class RecordedTask(CeleryTask):  # type: ignore[misc]  # celery ships no type hi
         lease = lease_ms(settings)
         options = self.handle.default_options
         queue = (request.delivery_info or {}).get("routing_key") or options.queue or DEFAULT_QUEUE
-        started = backend.started_meta(request.id, request, {"pid": os.getpid(), "hostname": request.hostname})
         defaults = ClaimDefaults(self.name, queue, options.max_retries, options.retry_backoff, options.timeout)
-        claim = backend.ensure(records.claim, (request.id, LEASES.token(), lease, started, backend.expires, defaults))
+        try:
+            claim = records.claim(request.id, LEASES.token(), lease, defaults)
+        except backend.connection_errors:  # Redis blinked: retry under Celery's backend policy, as a result would
+            claim = backend.ensure(records.claim, (request.id, LEASES.token(), lease, defaults))
         if claim.verdict == "busy":
             wait_s = claim.busy_for_s + REDELIVERY_MARGIN_S
             records.defer(request.id, time.time() + wait_s, self._message(args, kwargs, queue, request.retries or 0))

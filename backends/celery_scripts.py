@@ -60,56 +60,63 @@ return false
 """
 )
 
-# KEYS: record, lease, Celery's meta key, index
-# ARGV: prefix, id, now_us, lease token, lease_ms, STARTED meta, meta expiry s ('' = none),
-#       ttl_ms, then the defaults for a record this worker creates (a message sent without
-#       taskservice: beat of another tool, send_task): name, enqueued score, queue, max_retries,
-#       retry_backoff, timeout ('' = none)
-# Returns {verdict, ...}: {'run', attempts, max_retries, retry_backoff, timeout},
-#   {'busy', lease_ms_left}, {'conflict', unique_key, holder}, or {final status}.
+# The worker's claim before a body runs: as few commands as the common path allows.
+# KEYS: record, lease; ARGV: prefix, id, now_us, lease token, lease_ms
+# Returns {'run', attempts, max_retries, retry_backoff, timeout or ''}, {'busy', lease_ms_left},
+#   {'conflict', unique_key, holder}, {'missing'} (no record: see ADOPT), or {its final status}.
 CLAIM = (
     _ACTIVE
     + """
 local id = ARGV[2]
-local st = redis.call('HGET', KEYS[1], 'status')
+local record = redis.call('HMGET', KEYS[1], 'status', 'unique_key', 'attempts', 'max_retries', 'retry_backoff',
+                          'timeout')
+local st = record[1]
+if not st then return {'missing'} end
 if is_final(st) then return {st} end
 if st == 'running' then
   local left = redis.call('PTTL', KEYS[2])
   if left > 0 then return {'busy', tostring(left)} end
 end
-if not st then
-  redis.call('HSET', KEYS[1], 'name', ARGV[9], 'enqueued_at', ARGV[3], 'queue', ARGV[11],
-             'max_retries', ARGV[12], 'retry_backoff', ARGV[13])
-  if ARGV[14] ~= '' then redis.call('HSET', KEYS[1], 'timeout', ARGV[14]) end
-  redis.call('PEXPIRE', KEYS[1], ARGV[8])
-  redis.call('ZADD', KEYS[4], ARGV[10], id)
-end
-local key = redis.call('HGET', KEYS[1], 'unique_key')
+local key = record[2]
 if key then
   local holder = redis.call('GET', prefix .. 'unique:' .. key)
-  if holder and holder ~= id and active(holder) then return {'conflict', key, holder} end
-  if holder ~= id then redis.call('SET', prefix .. 'unique:' .. key, id, 'PX', ARGV[8]) end
+  if holder ~= id then
+    if holder and active(holder) then return {'conflict', key, holder} end
+    redis.call('SET', prefix .. 'unique:' .. key, id, 'PX', math.max(redis.call('PTTL', KEYS[1]), 1000))
+  end
 end
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[3])
+local attempts = (tonumber(record[3]) or 0) + 1
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[3], 'attempts', tostring(attempts))
 redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
-if ARGV[7] ~= '' then redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[7]) else redis.call('SET', KEYS[3], ARGV[6]) end
-local options = redis.call('HMGET', KEYS[1], 'max_retries', 'retry_backoff', 'timeout')
-return {'run', tostring(attempts), options[1] or '0', options[2] or '1', options[3] or ''}
+return {'run', tostring(attempts), record[4] or '0', record[5] or '1', record[6] or ''}
 """
 )
+
+# A record for a message sent without taskservice (another tool's beat, send_task), before its claim.
+# KEYS: record, index; ARGV: id, now_us, now score, ttl_ms, name, queue, max_retries, retry_backoff,
+#       timeout ('' = none)
+ADOPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'name', ARGV[5], 'status', 'pending', 'enqueued_at', ARGV[2], 'queue', ARGV[6],
+           'max_retries', ARGV[7], 'retry_backoff', ARGV[8])
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'timeout', ARGV[9]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return 1
+"""
 
 # What the result backend stores, with Celery's meta in the same round trip.
 # KEYS: record, lease, Celery's meta key, schedule set
 # ARGV: prefix, id, mode ('final' | 'retry' | 'progress' | 'meta'), meta, meta expiry s ('' = none),
-#       ttl_ms, due score of a retry ('' = none), number of field/value pairs N, the 2N pair items,
-#       then names of fields to delete
+#       ttl_ms, due score of a retry ('' = none), the record's changed fields as a JSON object of
+#       strings (null: remove the field)
 STORE = (
     _ACTIVE
     + """
 local id = ARGV[2]
 local mode = ARGV[3]
-local st = redis.call('HGET', KEYS[1], 'status')
+local record = redis.call('HMGET', KEYS[1], 'status', 'unique_key', 'error', 'message')
+local st = record[1]
 -- Celery's rule, kept: once SUCCESS is stored nothing overwrites it (a lost worker's late report)
 local success_stored
 if st then
@@ -123,17 +130,28 @@ if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5]) else re
 redis.call('PUBLISH', KEYS[3], ARGV[4])
 if not st or mode == 'meta' or is_final(st) then return 1 end
 if mode == 'progress' and st ~= 'running' then return 1 end
-local pairs_n = tonumber(ARGV[8])
-if pairs_n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 9, 8 + 2 * pairs_n)) end
-if #ARGV > 8 + 2 * pairs_n then redis.call('HDEL', KEYS[1], unpack(ARGV, 9 + 2 * pairs_n)) end
+-- only what changes: removing a field the record does not have is skipped (each call costs)
+local present = {error = record[3], traceback = record[3], message = record[4]}
+local set, drop = {}, {}
+for name, value in pairs(cjson.decode(ARGV[8])) do
+  if value ~= cjson.null then
+    set[#set + 1] = name
+    set[#set + 1] = value
+  elseif present[name] ~= false then
+    drop[#drop + 1] = name
+  end
+end
+if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
+if #drop > 0 then redis.call('HDEL', KEYS[1], unpack(drop)) end
+-- the lease is left to expire: a final or retrying status already says nobody runs the task, and
+-- a parked duplicate in the schedule set finds the final status and is dropped by the dispatcher
 if mode == 'final' then
-  release_unique(KEYS[1], id)
-  redis.call('DEL', KEYS[2])
-  redis.call('ZREM', KEYS[4], id)
+  if record[2] and redis.call('GET', prefix .. 'unique:' .. record[2]) == id then
+    redis.call('DEL', prefix .. 'unique:' .. record[2])
+  end
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
-elseif mode == 'retry' then
-  redis.call('DEL', KEYS[2])
-  if ARGV[7] ~= '' then redis.call('ZADD', KEYS[4], ARGV[7], id) end
+elseif mode == 'retry' and ARGV[7] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[7], id)
 end
 return 1
 """

@@ -66,12 +66,12 @@ def insert(records: TaskRecords, call: TaskCall, queue: str = "celery") -> None:
 
 
 def claim(records: TaskRecords, task_id: str, lease_ms: int = LEASE_MS, token: str = "worker-1") -> Any:
-    return records.claim(task_id, token, lease_ms, '{"status": "STARTED"}', 60, DEFAULTS)
+    return records.claim(task_id, token, lease_ms, DEFAULTS)
 
 
 def finish(records: TaskRecords, task_id: str, status: TaskStatus = TaskStatus.SUCCEEDED) -> None:
-    fields = {"status": status.value, "finished_at": to_us(datetime.now(UTC)), "result": "5"}
-    records.store(task_id, "final", '{"status": "SUCCESS"}', 60, fields, drop=("error", "traceback"))
+    fields = {"status": status.value, "finished_at": str(to_us(datetime.now(UTC))), "result": "5", "error": None}
+    records.store(task_id, "final", '{"status": "SUCCESS"}', 60, fields)
 
 
 def test_enqueue_writes_the_record_and_pushes_the_message_at_once(records: TaskRecords, client: redis.Redis) -> None:
@@ -237,7 +237,6 @@ def test_a_retry_waits_in_the_schedule_set_with_its_error(records: TaskRecords, 
     snapshot = records.read(call.id)
     assert snapshot is not None and (snapshot.status, snapshot.error) == (TaskStatus.RETRYING, "RuntimeError: run 1")
     assert client.zscore(records.schedule_key, call.id) == pytest.approx(due_s)
-    assert client.exists(records.lease_key(call.id)) == 0
     records.dispatch_due(due_s + 1)
     assert client.lrange("celery", 0, -1)[0] == b"retry-message"
 
@@ -250,14 +249,17 @@ def test_a_retry_waits_in_the_schedule_set_with_its_error(records: TaskRecords, 
 def test_progress_is_recorded_only_while_running(records: TaskRecords) -> None:
     call = make_call(tasks.add, 1, 2)
     insert(records, call)
-    records.store(call.id, "progress", "{}", 60, {"progress": 10.0, "progress_message": "early"})
+    records.store(call.id, "progress", "{}", 60, {"progress": "10.0", "progress_message": "early"})
     early = records.read(call.id)
     assert early is not None and early.progress is None
 
     claim(records, call.id)
-    records.store(call.id, "progress", "{}", 60, {"progress": 40.0, "progress_message": "halfway"})
+    records.store(call.id, "progress", "{}", 60, {"progress": "40.0", "progress_message": "halfway"})
     running = records.read(call.id)
     assert running is not None and (running.progress, running.progress_message) == (40.0, "halfway")
+    records.store(call.id, "progress", "{}", 60, {"progress": "50.0", "progress_message": None})
+    later = records.read(call.id)
+    assert later is not None and (later.progress, later.progress_message) == (50.0, None)
 
 
 def test_celery_success_is_never_overwritten(records: TaskRecords, client: redis.Redis) -> None:
