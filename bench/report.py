@@ -8,6 +8,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,7 +42,31 @@ def machine() -> dict[str, str]:
             if line.startswith("MemTotal"):
                 memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
                 break
-    return {"cores": str(os.cpu_count()), "cpu": cpu, "memory": memory, "os": platform.platform()}
+    return {
+        "cores": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": memory,
+        "os": platform.platform(),
+        "load average before the run": ", ".join(f"{load:.2f}" for load in os.getloadavg()),
+    }
+
+
+def source() -> str:
+    """The commit measured, and whether the code under test had uncommitted changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "taskservice", "backends", "bench"],
+            cwd=BENCH_DIR.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return f"commit {commit}" + (" with uncommitted changes to the code under test" if changed else "")
 
 
 def versions(redis_server_version: str) -> dict[str, str]:
@@ -136,7 +161,7 @@ def write(
         + (" — **smoke run: tiny sizes, not for publishing**" if smoke else "")
         + f". Targets met: **{met} of {measured}**.",
         "",
-        f"Command: `{command}`",
+        f"Command: `{command}`, on {context['source']['code']}.",
         "",
         "## Targets",
         "",

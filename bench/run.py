@@ -23,7 +23,7 @@ from pathlib import Path
 from bench import drain, enqueue, http_load, inprocess, latency
 from bench.config import Config
 from bench.processes import RedisServer, redis_server
-from bench.report import BENCH_DIR, Target, machine, versions, write
+from bench.report import BENCH_DIR, Target, machine, source, versions, write
 from bench.stats import Row, Series
 
 SCENARIOS = ("enqueue", "latency", "drain", "http", "inprocess")
@@ -145,18 +145,21 @@ def main(argv: Sequence[str] | None = None) -> Path:
         out_dir = BENCH_DIR
     config = (Config.smoke_run if options.smoke else Config.full)(out_dir, work_dir)
     command = shlex.join(["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])])
+    context = {"machine": machine(), "source": {"code": source()}}
     started = time.monotonic()
     with redis_server(work_dir / "redis") as redis:
         client = redis.client()
         redis_version = str(client.info("server")["redis_version"])
         client.close()
         rows, series = run_scenarios(config, redis, options.only)
+    # other work on the machine shows here: the bench alone keeps about 2 processes busy
+    context["machine"]["load average after the run"] = ", ".join(f"{load:.2f}" for load in os.getloadavg())
     results = write(
         out_dir,
         rows,
         series,
         targets(config, rows),
-        {"machine": machine(), "versions": versions(redis_version)},
+        {**context, "versions": versions(redis_version)},
         command,
         time.monotonic() - started,
         config.smoke,
