@@ -62,7 +62,7 @@ def short_visibility(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clust
     directory = tmp_path_factory.mktemp("short-visibility")
     with redis_server(directory / "redis") as server:
         env = celery_env(server, MODULES, TASK_VISIBILITY_TIMEOUT_S=SHORT_VISIBILITY_S)
-        with celery_worker(env, directory / "worker.log", concurrency=3):
+        with celery_worker(env, directory / "worker.log", concurrency=3, extra_args=("-Q", "celery,reports")):
             service = CeleryTaskService(celery_settings(server, MODULES, visibility_timeout_s=2))
             try:
                 yield Cluster(server, service, directory / "worker.log")
@@ -81,6 +81,19 @@ def test_unknown_ids_are_not_found_where_raw_celery_says_pending(short_visibilit
         assert raw.AsyncResult(unknown).state == "PENDING"  # what taskservice improves on
     finally:
         raw.close()
+
+
+def test_a_task_goes_to_the_queue_its_options_name(short_visibility: Cluster) -> None:
+    client = redis.Redis.from_url(short_visibility.redis.url)
+    try:
+        task_id = short_visibility.service.schedule(tasks.add.options(queue="reports"), timedelta(seconds=30), 1, 2)
+        message = client.hget(f"taskservice:task:{task_id}", "message")
+        assert message is not None and b'"routing_key":"reports"' in message
+        short_visibility.service.cancel(task_id)
+    finally:
+        client.close()
+    result = short_visibility.service.wait(short_visibility.service.enqueue(tasks.add.options(queue="reports"), 1, 2))
+    assert (result.status, result.result) == (TaskStatus.SUCCEEDED, 3)
 
 
 def test_a_task_redelivered_while_it_runs_is_not_run_again(short_visibility: Cluster, tmp_path: Path) -> None:

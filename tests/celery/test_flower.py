@@ -71,6 +71,14 @@ def test_flower_asks_for_credentials_and_shows_tasks_by_name(redis: RedisServer,
             finally:
                 service.close()
             assert seen, "Flower never showed a tests.add task"
+            registered = subprocess.run(
+                [str(VENV_BIN / "celery"), "-A", "backends.celery_app", "inspect", "registered", "--timeout=5"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert "* tests.add" in registered.stdout, "remote control answers with the tasks' own names"
             assert any(task["state"] == "SUCCESS" for task in seen.values())  # type: ignore[index]
         finally:
             stop_process(flower)
