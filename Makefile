@@ -28,7 +28,7 @@ test: $(STAMP)  ## every test: unit, contract (all backends), app, faults
 	$(BIN)/pytest
 
 test-fast: $(STAMP)  ## unit tests only, no real processes
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest tests/unit -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -27,7 +27,6 @@ import threading
 from backends.task_outcomes import (
     failure,
     interrupted,
-    retry_delay_s,
     success,
     thread_timed_out,
     utcnow,
@@ -35,6 +34,7 @@ from backends.task_outcomes import (
 )
 from backends.task_store import Outcome, TaskStore
 from backends.task_threads import TaskThreadPool
+from taskservice.failures import retry_delay_s
 from taskservice.models import TaskStatus
 from taskservice.progress import current_reporter
 from taskservice.service import TaskCall

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -19,26 +18,15 @@ from typing import Any
 
 from backends.task_store import INTERRUPTED_BY_STOP, Outcome
 from taskservice.codec import encode_result
+from taskservice.failures import describe_error, timeout_error
 from taskservice.models import TaskStatus
 from taskservice.service import TaskCall
 
-MAX_RETRY_DELAY_S = 600.0  # as Celery's retry_backoff_max
 _UNCHANGED_BY_JSON = (str, int, bool, type(None))
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def retry_delay_s(retry_backoff: float, attempt: int) -> float:
-    """Seconds before the attempt after ``attempt``: exponential, +/-25 % jitter, capped."""
-    return min(retry_backoff * math.pow(2, attempt - 1), MAX_RETRY_DELAY_S) * random.uniform(0.75, 1.25)
-
-
-def describe_error(exc: BaseException) -> str:
-    """``"ExceptionType: message"`` (just the type when the message is empty)."""
-    message = str(exc)
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 async def within(awaitable: Any, timeout: float) -> Any:
@@ -74,7 +62,7 @@ def failure(call: TaskCall, attempt: int, exc: BaseException) -> Outcome:
 
 def thread_timed_out(call: TaskCall, attempt: int, thread_id: int | None) -> Outcome:
     """A sync attempt past its timeout; its "traceback" is the thread's stack at the deadline."""
-    error = f"TimeoutError: task timed out after {call.options.timeout:g} s"
+    error = timeout_error(call.options.timeout or 0)
     frame = sys._current_frames().get(thread_id) if thread_id is not None else None
     stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
     heading = "Stack of the task's thread at the timeout (it is left to finish in the background):"

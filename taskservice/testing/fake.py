@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeVar
 from taskservice.codec import Arguments, encode_result
 from taskservice.errors import TaskConflict, TaskNotFound
 from taskservice.factory import set_task_service
+from taskservice.failures import describe_error
 from taskservice.integration import task_service_dependency
 from taskservice.models import TaskResult, TaskStatus
 from taskservice.progress import current_reporter
@@ -281,7 +282,7 @@ class FakeTaskService(TaskService):
             except Exception as exc:
                 failure = exc
                 with self._lock:
-                    record.error = _describe(exc)
+                    record.error = describe_error(exc)
                     record.traceback = traceback.format_exc()
                     record.status = TaskStatus.RETRYING if attempt <= options.max_retries else TaskStatus.FAILED
                 continue
@@ -322,12 +323,6 @@ class FakeTaskService(TaskService):
         finally:
             current_reporter.reset(token)
         return encode_result(handle.name, value)
-
-
-def _describe(exc: BaseException) -> str:
-    """``"ExceptionType: message"`` (just the type when the message is empty), as the in-process backend says."""
-    message = str(exc)
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _timed_out(timeout_s: float) -> TimeoutError:

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from backends.fastapi_backend import FastAPITaskService
-from backends.task_outcomes import MAX_RETRY_DELAY_S, retry_delay_s
 from taskservice import TaskSettings, TaskStatus, task
+from taskservice.failures import MAX_RETRY_DELAY_S, retry_delay_s
 from taskservice.progress import current_reporter
 
 probe: contextvars.ContextVar[str] = contextvars.ContextVar("probe", default="unset")
