@@ -1,4 +1,8 @@
-"""Write a run's results: the Markdown table (RESULTS.md), the chart (chart.png), the raw JSON."""
+"""Write a run's results: the raw figures (results.json), the table (RESULTS.md), the chart (chart.png).
+
+``python -m bench.report [DIR]`` renders RESULTS.md and chart.png again from DIR/results.json
+(default: bench/), e.g. after NOTES.md, the hand-written findings, changed.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import math
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -149,19 +154,43 @@ def write(
     duration_s: float,
     smoke: bool,
 ) -> Path:
-    """Write RESULTS.md, chart.png and results.json into ``out_dir``; return the Markdown file."""
+    """Save the run as results.json in ``out_dir``, then render RESULTS.md and chart.png from it."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "finished_at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "command": command,
+        "duration_s": duration_s,
+        "smoke": smoke,
+        "context": context,
+        "targets": [dataclasses.asdict(target) for target in targets],
+        "rows": [dataclasses.asdict(row) | {"ratio": row.ratio} for row in rows],
+        "series": [dataclasses.asdict(line) for line in series],
+    }
+    (out_dir / "results.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    return render(out_dir)
+
+
+def render(out_dir: Path) -> Path:
+    """RESULTS.md and chart.png from ``out_dir``/results.json, with NOTES.md as it is now."""
+    payload = json.loads((out_dir / "results.json").read_text())
+    rows = [Row(**{key: value for key, value in row.items() if key != "ratio"}) for row in payload["rows"]]
+    series = [
+        Series(line["panel"], line["label"], line["raw"], {int(n): tps for n, tps in line["points"].items()})
+        for line in payload["series"]
+    ]
+    targets = [Target(**target) for target in payload["targets"]]
+    context = payload["context"]
     chart(series, out_dir / "chart.png")
     met = sum(1 for target in targets if target.met)
     measured = sum(1 for target in targets if target.met is not None)
     lines = [
         "# Benchmarks: taskservice next to the raw tools it wraps",
         "",
-        f"Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {duration_s / 60:.1f} min"
-        + (" — **smoke run: tiny sizes, not for publishing**" if smoke else "")
+        f"Run of {payload['finished_at']}, {payload['duration_s'] / 60:.1f} min"
+        + (" — **smoke run: tiny sizes, not for publishing**" if payload["smoke"] else "")
         + f". Targets met: **{met} of {measured}**.",
         "",
-        f"Command: `{command}`, on {context['source']['code']}.",
+        f"Command: `{payload['command']}`, on {context['source']['code']}.",
         "",
         "## Targets",
         "",
@@ -180,11 +209,8 @@ def write(
         lines += [NOTES.read_text().rstrip(), ""]
     results = out_dir / "RESULTS.md"
     results.write_text("\n".join(lines) + "\n")
-    payload = {
-        "rows": [dataclasses.asdict(row) | {"ratio": row.ratio} for row in rows],
-        "series": [dataclasses.asdict(line) for line in series],
-        "targets": [dataclasses.asdict(target) for target in targets],
-        "context": context,
-    }
-    (out_dir / "results.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
     return results
+
+
+if __name__ == "__main__":  # python -m bench.report [DIR]: render again, e.g. after editing NOTES.md
+    print(render(Path(sys.argv[1]) if len(sys.argv) > 1 else BENCH_DIR))
