@@ -60,6 +60,7 @@ async def run_taskservice(kind: str, store_url: str, n: int) -> dict[str, float]
 
     rss_start_mb = peak_rss_mb()
     started_at = datetime.now(UTC)
+    cpu_started_s = time.process_time()
     block_ends: collections.deque[str] = collections.deque()
     last_id = ""
     for block in range(0, n, BLOCK):
@@ -74,12 +75,13 @@ async def run_taskservice(kind: str, store_url: str, n: int) -> dict[str, float]
     for status in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING):
         while service.list_tasks(status, limit=1):
             await asyncio.sleep(POLL_S)
+    cpu_s = time.process_time() - cpu_started_s
     rss_peak_mb = peak_rss_mb()
     recent = service.list_tasks(limit=2 * BLOCK)
     failed = sum(1 for result in recent if result.status != TaskStatus.SUCCEEDED)
     elapsed_s = (max(result.finished_at or started_at for result in recent) - started_at).total_seconds()
     await service.stop()
-    return figures(n, elapsed_s, rss_start_mb, rss_peak_mb, failed)
+    return figures(n, elapsed_s, cpu_s, rss_start_mb, rss_peak_mb, failed)
 
 
 async def run_raw(kind: str, n: int) -> dict[str, float]:
@@ -98,6 +100,7 @@ async def run_raw(kind: str, n: int) -> dict[str, float]:
     block_ends: collections.deque[asyncio.Task[Any]] = collections.deque()
     rss_start_mb = peak_rss_mb()
     started = time.perf_counter()
+    cpu_started_s = time.process_time()
     for block in range(0, n, BLOCK):
         for i in range(block, min(n, block + BLOCK)):
             job = asyncio.create_task(call(i))
@@ -110,14 +113,17 @@ async def run_raw(kind: str, n: int) -> dict[str, float]:
     while running:
         await asyncio.sleep(POLL_S)
     elapsed_s = time.perf_counter() - started
-    return figures(n, elapsed_s, rss_start_mb, peak_rss_mb(), 0)
+    return figures(n, elapsed_s, time.process_time() - cpu_started_s, rss_start_mb, peak_rss_mb(), 0)
 
 
-def figures(n: int, elapsed_s: float, rss_start_mb: float, rss_peak_mb: float, failed: int) -> dict[str, float]:
+def figures(
+    n: int, elapsed_s: float, cpu_s: float, rss_start_mb: float, rss_peak_mb: float, failed: int
+) -> dict[str, float]:
     return {
         "n": n,
         "elapsed_s": elapsed_s,
         "tasks_per_s": n / elapsed_s,
+        "cpu_us_per_task": cpu_s * 1e6 / n,  # all threads; what other load on the machine disturbs least
         "rss_start_mb": rss_start_mb,
         "rss_peak_mb": rss_peak_mb,
         "rss_growth_mb": rss_peak_mb - rss_start_mb,
@@ -179,6 +185,7 @@ def run(config: Config) -> tuple[list[Row], list[Series]]:
                     Row(
                         scenario, "throughput", "tasks/s", ts["tasks_per_s"], raw["tasks_per_s"], raw_label, True, note
                     ),
+                    Row(scenario, "CPU", "µs/task", ts["cpu_us_per_task"], raw["cpu_us_per_task"], raw_label, False),
                     Row(scenario, "peak RSS", "MB", ts["rss_peak_mb"], raw["rss_peak_mb"], raw_label, False),
                 ]
         series += [*lines.values(), raw_line]
