@@ -49,7 +49,9 @@ def test_smoke_run_writes_every_scenario(tmp_path: Path) -> None:
     payload = json.loads((out / "results.json").read_text())
     for row in payload["rows"]:
         for side in ("taskservice", "raw"):
-            assert math.isfinite(row[side]) and row[side] > 0, row
+            # CPU is counted in clock ticks: a tiny smoke run may use less than one per task
+            floor_ok = row[side] >= 0 if "CPU" in row["metric"] else row[side] > 0
+            assert math.isfinite(row[side]) and floor_ok, row
     # the smoke run never touches the published results
     published = REPO_ROOT / "bench" / "RESULTS.md"
     if published.exists():
