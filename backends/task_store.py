@@ -98,7 +98,7 @@ def open_task_store(settings: TaskSettings) -> TaskStore:
     """The store ``TASK_STORE_URL`` names."""
     path = settings.sqlite_path
     if path is None:
-        return MemoryTaskStore()
+        return MemoryTaskStore(max_finished_records=settings.memory_max_records)
     from backends.sqlite_store import SQLiteTaskStore
 
     return SQLiteTaskStore(path)

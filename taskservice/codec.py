@@ -15,6 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 _SCALARS = (str, int, float, bool, type(None))
+# One encoder for every call: json.dumps with options builds a new one each time. ASCII output,
+# so the payload's size in bytes is its length.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 class Arguments:
@@ -41,25 +44,44 @@ def encode_arguments(
     max_payload_bytes: int,
 ) -> Arguments:
     """Check the call against the signature and encode it; raise ``TypeError`` naming the argument."""
-    try:
-        bound = _signature(func).bind(*args, **kwargs)
-    except TypeError as exc:
-        raise TypeError(f"task {task_name!r} cannot be called with these arguments: {exc}") from None
-    for name, value in _named_values(bound):
+    for name, value in _named_arguments(task_name, func, args, kwargs):
         problem = _json_problem(value)
         if problem is not None:
             raise TypeError(
                 f"argument {name!r} of task {task_name!r} cannot be sent as JSON: {problem}. "
                 "Pass plain JSON values (str, int, float, bool, None, list, dict with str keys)."
             )
-    encoded = json.dumps({"args": list(args), "kwargs": kwargs}, separators=(",", ":"), allow_nan=False)
-    size = len(encoded.encode())
+    encoded = _ENCODER.encode({"args": args, "kwargs": kwargs})
+    size = len(encoded)
     if size > max_payload_bytes:
         raise TypeError(
             f"arguments of task {task_name!r} are {size} bytes, over the {max_payload_bytes}-byte cap "
             "(TASK_MAX_PAYLOAD_BYTES): pass an id, not the data"
         )
     return Arguments(list(args), dict(kwargs), encoded)
+
+
+def _named_arguments(
+    task_name: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> list[tuple[str, Any]]:
+    """Each value with the parameter name it binds to; ``TypeError`` if the call does not fit the signature."""
+    simple = _plain_parameters(func)
+    if simple is not None and not kwargs and len(args) == len(simple):
+        return list(zip(simple, args, strict=True))  # the common case, without Signature.bind
+    try:
+        bound = _signature(func).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"task {task_name!r} cannot be called with these arguments: {exc}") from None
+    return _named_values(bound)
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_parameters(func: Callable[..., Any]) -> tuple[str, ...] | None:
+    """Parameter names when all are positional-or-keyword without defaults, else None."""
+    parameters = _signature(func).parameters.values()
+    if all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in parameters):
+        return tuple(p.name for p in parameters)
+    return None
 
 
 @functools.lru_cache(maxsize=4096)

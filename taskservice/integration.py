@@ -17,8 +17,12 @@ log = logging.getLogger("taskservice")
 _warned_no_middleware = False
 
 
-def task_service_dependency() -> TaskService:
-    """The process-wide service; override it in tests with ``app.dependency_overrides``."""
+async def task_service_dependency() -> TaskService:
+    """The process-wide service; override it in tests with ``app.dependency_overrides``.
+
+    ``async`` on purpose: it does no I/O, and a plain ``def`` would cost every request a
+    round trip through the server's thread pool.
+    """
     global _warned_no_middleware
     if not in_request_scope() and not _warned_no_middleware:
         _warned_no_middleware = True

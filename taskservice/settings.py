@@ -30,6 +30,9 @@ class TaskSettings(BaseSettings):
 
     max_payload_bytes: int = Field(256 * 1024, gt=0, description="TASK_MAX_PAYLOAD_BYTES: cap on encoded arguments")
     result_ttl_s: float = Field(7 * 24 * 3600, gt=0, description="TASK_RESULT_TTL_S: how long finished records stay")
+    memory_max_records: int = Field(
+        10_000, gt=0, description="TASK_MEMORY_MAX_RECORDS: finished records memory:// keeps (oldest go first)"
+    )
     async_concurrency: int = Field(100, gt=0, description="TASK_ASYNC_CONCURRENCY: async tasks running at once")
     thread_concurrency: int = Field(8, gt=0, description="TASK_THREAD_CONCURRENCY: sync tasks running at once")
     shutdown_grace_s: float = Field(10.0, ge=0, description="TASK_SHUTDOWN_GRACE_S: wait for running tasks at stop")
