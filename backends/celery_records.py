@@ -9,9 +9,11 @@ trip as Celery's own result. The Lua scripts and the key layout are in ``celery_
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -92,9 +94,9 @@ class TaskRecords:
         self.index_key = prefix + "index"
         self.schedule_key = prefix + "schedule"
         self._insert = client.register_script(celery_scripts.INSERT)
-        self._claim = client.register_script(celery_scripts.CLAIM)
+        self._claim = _HotScript(client, celery_scripts.CLAIM)
         self._adopt = client.register_script(celery_scripts.ADOPT)
-        self._store = client.register_script(celery_scripts.STORE)
+        self._store = _HotScript(client, celery_scripts.STORE)
         self._cancel = client.register_script(celery_scripts.CANCEL)
         self._dispatch = client.register_script(celery_scripts.DISPATCH)
 
@@ -185,33 +187,34 @@ class TaskRecords:
 
     # --- the worker side ------------------------------------------------------------------------
 
-    def claim(self, task_id: str, token: str, lease_ms: int, defaults: ClaimDefaults) -> Claim:
-        """Mark the task running under a lease if it may run now; otherwise say why not."""
-        keys = [self.record_key(task_id), self.lease_key(task_id)]
-        args: list[str | int] = [self.prefix, task_id, to_us(datetime.now(UTC)), token, lease_ms]
-        values = [_text(item) for item in self._claim(keys=keys, args=args)]
-        if values[0] == "missing":  # sent without taskservice: give it a record, then claim it as usual
+    def claim(
+        self, task_id: str, token: str, lease_ms: int, defaults: Callable[[], ClaimDefaults] | ClaimDefaults
+    ) -> Claim:
+        """Mark the task running under a lease if it may run now; otherwise say why not.
+
+        ``defaults`` (or a function that makes them) fill in a record for a message that was sent
+        without taskservice; they are not needed otherwise.
+        """
+        args = (self.prefix, task_id, time.time_ns() // 1000, token, lease_ms)
+        reply = self._claim(*args)
+        verdict = _text(reply[0])
+        if verdict == "missing":  # sent without taskservice: give it a record, then claim it as usual
+            known = defaults() if callable(defaults) else defaults
             now = datetime.now(UTC)
             self._adopt(
                 keys=[self.record_key(task_id), self.index_key],
-                args=[task_id, to_us(now), to_seconds(now), self.result_ttl_ms, defaults.name, defaults.queue,
-                      defaults.max_retries, defaults.retry_backoff_s,
-                      "" if defaults.timeout_s is None else defaults.timeout_s],
+                args=[task_id, to_us(now), to_seconds(now), self.result_ttl_ms, known.name, known.queue,
+                      known.max_retries, known.retry_backoff_s, "" if known.timeout_s is None else known.timeout_s],
             )  # fmt: skip
-            values = [_text(item) for item in self._claim(keys=keys, args=args)]
-        verdict = values[0]
+            reply = self._claim(*args)
+            verdict = _text(reply[0])
         if verdict == "run":
-            return Claim(
-                "run",
-                attempts=int(values[1]),
-                max_retries=int(values[2]),
-                retry_backoff_s=float(values[3]),
-                timeout_s=float(values[4]) if values[4] else None,
-            )
+            timeout = reply[4]
+            return Claim("run", int(reply[1]), int(reply[2]), float(reply[3]), float(timeout) if timeout else None)
         if verdict == "busy":
-            return Claim("busy", busy_for_s=int(values[1]) / 1000)
+            return Claim("busy", busy_for_s=int(reply[1]) / 1000)
         if verdict == "conflict":
-            return Claim("conflict", unique_key=values[1], holder=values[2])
+            return Claim("conflict", unique_key=_text(reply[1]), holder=_text(reply[2]))
         return Claim(verdict)
 
     def store(
@@ -222,16 +225,23 @@ class TaskRecords:
         meta_expires_s: int | None,
         fields: Mapping[str, str | None] | None = None,
         retry_due_s: float | None = None,
+        meta_key: str | bytes | None = None,
     ) -> None:
         """Write Celery's result ``meta`` and the record change of ``mode`` (final/retry/progress/meta) at once.
 
         ``fields`` are the record's changed fields; None removes one.
         """
         self._store(
-            keys=[self.record_key(task_id), self.lease_key(task_id), self.meta_key(task_id), self.schedule_key],
-            args=[self.prefix, task_id, mode, meta, _expiry(meta_expires_s), self.result_ttl_ms,
-                  "" if retry_due_s is None else repr(retry_due_s), json.dumps(fields or {})],
-        )  # fmt: skip
+            self.prefix,
+            task_id,
+            meta_key or self.meta_key(task_id),
+            mode,
+            meta,
+            _expiry(meta_expires_s),
+            self.result_ttl_ms,
+            "" if retry_due_s is None else repr(retry_due_s),
+            json.dumps(fields) if fields else "{}",
+        )
 
     def defer(self, task_id: str, due_s: float, message: str) -> None:
         """Park a message to be delivered again at ``due_s`` (a duplicate whose task runs elsewhere)."""
@@ -250,6 +260,22 @@ class TaskRecords:
             for task_id in task_ids:
                 pipe.pexpire(self.lease_key(task_id), lease_ms)
             pipe.execute()
+
+
+class _HotScript:
+    """A script on every task's path: ``EVALSHA`` with no keys and no wrapper, loaded again if Redis forgot it."""
+
+    def __init__(self, client: redis.Redis, source: str) -> None:
+        self.client = client
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def __call__(self, *args: str | bytes | int | float) -> Any:
+        try:
+            return self.client.evalsha(self.sha, 0, *args)
+        except redis.exceptions.NoScriptError:  # a restarted Redis has an empty script cache
+            self.client.script_load(self.source)
+            return self.client.evalsha(self.sha, 0, *args)
 
 
 def _expiry(seconds: int | None) -> str:

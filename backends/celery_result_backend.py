@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime
+import time
 from functools import cached_property
 from typing import Any
 
@@ -20,7 +20,8 @@ from celery.backends.redis import RedisBackend
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from backends.celery_backend import PROGRESS, status_of_state
-from backends.celery_records import TaskRecords, to_us
+from backends.celery_config import lease_ms
+from backends.celery_records import TaskRecords
 from taskservice.models import FINAL_STATUSES, TaskStatus
 from taskservice.settings import TaskSettings
 
@@ -58,9 +59,9 @@ def record_change(result: Any, state: str, traceback: str | None, request: Any) 
         due, message = getattr(request, RETRY_REQUEST_ATTRIBUTE, None) or (None, None)
         fields = {"status": status.value, "error": describe_error(result), "traceback": traceback, "message": message}
         return RecordChange("retry", {name: value for name, value in fields.items() if value is not None}, due)
-    fields = {"status": status.value, "finished_at": str(to_us(datetime.now(UTC))), "message": None}
+    fields = {"status": status.value, "finished_at": str(time.time_ns() // 1000), "message": None}
     if status == TaskStatus.SUCCEEDED:
-        fields.update(result=json.dumps(result, default=repr), error=None, traceback=None)
+        fields.update(result="null" if result is None else json.dumps(result, default=repr), error=None, traceback=None)
     elif status == TaskStatus.FAILED:
         fields.update(error=describe_error(result), traceback=traceback)
     return RecordChange("final", fields)
@@ -73,9 +74,17 @@ class RecordingRedisBackend(RedisBackend):  # type: ignore[misc]  # celery ships
         super().__init__(app=app, url=url or app.conf.result_backend, **kwargs)
 
     @cached_property
+    def taskservice_settings(self) -> TaskSettings:
+        return getattr(self.app, "taskservice_settings", None) or TaskSettings()
+
+    @cached_property
     def records(self) -> TaskRecords:
-        settings = getattr(self.app, "taskservice_settings", None) or TaskSettings()
-        return TaskRecords(self.client, settings.result_ttl_s)
+        return TaskRecords(self.client, self.taskservice_settings.result_ttl_s)
+
+    @cached_property
+    def lease_ms(self) -> int:
+        """How long a running task's lease lasts without a refresh (see ``celery_config.lease_ms``)."""
+        return lease_ms(self.taskservice_settings)
 
     def store_result(
         self, task_id: str, result: Any, state: str, traceback: str | None = None, request: Any = None, **kwargs: Any
@@ -99,8 +108,10 @@ class RecordingRedisBackend(RedisBackend):  # type: ignore[misc]  # celery ships
         encoded = self.encode(meta)
         expires = self.failure_expires if state == states.FAILURE else self.expires
         change = record_change or RecordChange("meta")
+        key = self.get_key_for_task(task_id)
         self.ensure(
-            self.records.store, (_text(task_id), change.mode, encoded, expires, change.fields, change.retry_due_s)
+            self.records.store,
+            (_text(task_id), change.mode, encoded, expires, change.fields, change.retry_due_s, key),
         )
         return result
 

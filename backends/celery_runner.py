@@ -27,7 +27,6 @@ from celery import Task as CeleryTask
 from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 
 from backends.celery_backend import PROGRESS
-from backends.celery_config import lease_ms
 from backends.celery_messages import DEFAULT_QUEUE, task_message
 from backends.celery_records import ClaimDefaults, TaskRecords
 from backends.celery_result_backend import RETRY_REQUEST_ATTRIBUTE
@@ -138,17 +137,19 @@ class RecordedTask(CeleryTask):  # type: ignore[misc]  # celery ships no type hi
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request
+        if request.called_directly:  # ``celery_task(...)`` in plain code: just the function, no record
+            return (
+                _LOOP.run(self.handle.func(*args, **kwargs)) if self.handle.is_async else self.handle(*args, **kwargs)
+            )
         backend = self.backend
         records: TaskRecords = backend.records
-        settings = self.app.taskservice_settings
-        lease = lease_ms(settings)
-        options = self.handle.default_options
-        queue = (request.delivery_info or {}).get("routing_key") or options.queue or DEFAULT_QUEUE
-        defaults = ClaimDefaults(self.name, queue, options.max_retries, options.retry_backoff, options.timeout)
+        lease = backend.lease_ms
+        queue = (request.delivery_info or {}).get("routing_key") or self.handle.default_options.queue or DEFAULT_QUEUE
+        claim_args = (request.id, LEASES.token(), lease, lambda: self._claim_defaults(queue))
         try:
-            claim = records.claim(request.id, LEASES.token(), lease, defaults)
+            claim = records.claim(*claim_args)
         except backend.connection_errors:  # Redis blinked: retry under Celery's backend policy, as a result would
-            claim = backend.ensure(records.claim, (request.id, LEASES.token(), lease, defaults))
+            claim = backend.ensure(records.claim, claim_args)
         if claim.verdict == "busy":
             wait_s = claim.busy_for_s + REDELIVERY_MARGIN_S
             records.defer(request.id, time.time() + wait_s, self._message(args, kwargs, queue, request.retries or 0))
@@ -182,6 +183,10 @@ class RecordedTask(CeleryTask):  # type: ignore[misc]  # celery ships no type hi
         finally:
             current_reporter.reset(reporter_token)
             LEASES.release(request.id)
+
+    def _claim_defaults(self, queue: str) -> ClaimDefaults:
+        options = self.handle.default_options
+        return ClaimDefaults(self.name, queue, options.max_retries, options.retry_backoff, options.timeout)
 
     def _message(self, args: tuple[Any, ...], kwargs: dict[str, Any], queue: str, retries: int) -> str:
         """This task's message again, with the time limit it was sent with (a retry, a parked duplicate)."""

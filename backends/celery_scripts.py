@@ -11,6 +11,11 @@ Keys (``P`` is the key prefix, ``taskservice:`` by default):
 A task is *active* (holds its unique_key) while ``pending``/``scheduled``/``retrying``, or
 ``running`` with a live lease: a running task whose worker died stops holding it once the lease
 expires, and no longer counts as running elsewhere, so its redelivered message may run it.
+
+The two scripts a worker runs for every task (``CLAIM``, ``STORE``) derive their keys from the
+prefix and the id instead of taking them as ``KEYS``: every argument costs on both sides of a
+call that is on every task's path. That, like the keys the other scripts derive, ties the layout
+to one Redis server (not Redis Cluster), which is what Celery's Redis transport supports anyway.
 """
 
 from __future__ import annotations
@@ -61,20 +66,21 @@ return false
 )
 
 # The worker's claim before a body runs: as few commands as the common path allows.
-# KEYS: record, lease; ARGV: prefix, id, now_us, lease token, lease_ms
+# ARGV: prefix, id, now_us, lease token, lease_ms
 # Returns {'run', attempts, max_retries, retry_backoff, timeout or ''}, {'busy', lease_ms_left},
 #   {'conflict', unique_key, holder}, {'missing'} (no record: see ADOPT), or {its final status}.
 CLAIM = (
     _ACTIVE
     + """
 local id = ARGV[2]
-local record = redis.call('HMGET', KEYS[1], 'status', 'unique_key', 'attempts', 'max_retries', 'retry_backoff',
+local record_key, lease_key = prefix .. 'task:' .. id, prefix .. 'lease:' .. id
+local record = redis.call('HMGET', record_key, 'status', 'unique_key', 'attempts', 'max_retries', 'retry_backoff',
                           'timeout')
 local st = record[1]
 if not st then return {'missing'} end
 if is_final(st) then return {st} end
 if st == 'running' then
-  local left = redis.call('PTTL', KEYS[2])
+  local left = redis.call('PTTL', lease_key)
   if left > 0 then return {'busy', tostring(left)} end
 end
 local key = record[2]
@@ -82,12 +88,12 @@ if key then
   local holder = redis.call('GET', prefix .. 'unique:' .. key)
   if holder ~= id then
     if holder and active(holder) then return {'conflict', key, holder} end
-    redis.call('SET', prefix .. 'unique:' .. key, id, 'PX', math.max(redis.call('PTTL', KEYS[1]), 1000))
+    redis.call('SET', prefix .. 'unique:' .. key, id, 'PX', math.max(redis.call('PTTL', record_key), 1000))
   end
 end
 local attempts = (tonumber(record[3]) or 0) + 1
-redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[3], 'attempts', tostring(attempts))
-redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
+redis.call('HSET', record_key, 'status', 'running', 'started_at', ARGV[3], 'attempts', tostring(attempts))
+redis.call('SET', lease_key, ARGV[4], 'PX', ARGV[5])
 return {'run', tostring(attempts), record[4] or '0', record[5] or '1', record[6] or ''}
 """
 )
@@ -106,34 +112,33 @@ return 1
 """
 
 # What the result backend stores, with Celery's meta in the same round trip.
-# KEYS: record, lease, Celery's meta key, schedule set
-# ARGV: prefix, id, mode ('final' | 'retry' | 'progress' | 'meta'), meta, meta expiry s ('' = none),
-#       ttl_ms, due score of a retry ('' = none), the record's changed fields as a JSON object of
-#       strings (null: remove the field)
+# ARGV: prefix, id, Celery's meta key, mode ('final' | 'retry' | 'progress' | 'meta'), meta,
+#       meta expiry s ('' = none), ttl_ms, due score of a retry ('' = none), the record's changed
+#       fields as a JSON object of strings (null: remove the field)
 STORE = (
     _ACTIVE
     + """
-local id = ARGV[2]
-local mode = ARGV[3]
-local record = redis.call('HMGET', KEYS[1], 'status', 'unique_key', 'error', 'message')
+local id, meta_key, mode = ARGV[2], ARGV[3], ARGV[4]
+local record_key = prefix .. 'task:' .. id
+local record = redis.call('HMGET', record_key, 'status', 'unique_key', 'error', 'message')
 local st = record[1]
 -- Celery's rule, kept: once SUCCESS is stored nothing overwrites it (a lost worker's late report)
 local success_stored
 if st then
   success_stored = st == 'succeeded'
 else
-  local current = redis.call('GET', KEYS[3])
+  local current = redis.call('GET', meta_key)
   success_stored = current and string.find(current, '"status":%s*"SUCCESS"') ~= nil
 end
 if success_stored then return 0 end
-if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5]) else redis.call('SET', KEYS[3], ARGV[4]) end
-redis.call('PUBLISH', KEYS[3], ARGV[4])
+if ARGV[6] ~= '' then redis.call('SET', meta_key, ARGV[5], 'EX', ARGV[6]) else redis.call('SET', meta_key, ARGV[5]) end
+redis.call('PUBLISH', meta_key, ARGV[5])
 if not st or mode == 'meta' or is_final(st) then return 1 end
 if mode == 'progress' and st ~= 'running' then return 1 end
 -- only what changes: removing a field the record does not have is skipped (each call costs)
 local present = {error = record[3], traceback = record[3], message = record[4]}
 local set, drop = {}, {}
-for name, value in pairs(cjson.decode(ARGV[8])) do
+for name, value in pairs(cjson.decode(ARGV[9])) do
   if value ~= cjson.null then
     set[#set + 1] = name
     set[#set + 1] = value
@@ -141,17 +146,17 @@ for name, value in pairs(cjson.decode(ARGV[8])) do
     drop[#drop + 1] = name
   end
 end
-if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
-if #drop > 0 then redis.call('HDEL', KEYS[1], unpack(drop)) end
+if #set > 0 then redis.call('HSET', record_key, unpack(set)) end
+if #drop > 0 then redis.call('HDEL', record_key, unpack(drop)) end
 -- the lease is left to expire: a final or retrying status already says nobody runs the task, and
 -- a parked duplicate in the schedule set finds the final status and is dropped by the dispatcher
 if mode == 'final' then
   if record[2] and redis.call('GET', prefix .. 'unique:' .. record[2]) == id then
     redis.call('DEL', prefix .. 'unique:' .. record[2])
   end
-  redis.call('PEXPIRE', KEYS[1], ARGV[6])
-elseif mode == 'retry' and ARGV[7] ~= '' then
-  redis.call('ZADD', KEYS[4], ARGV[7], id)
+  redis.call('PEXPIRE', record_key, ARGV[7])
+elseif mode == 'retry' and ARGV[8] ~= '' then
+  redis.call('ZADD', prefix .. 'schedule', ARGV[8], id)
 end
 return 1
 """

@@ -83,6 +83,18 @@ def test_unknown_ids_are_not_found_where_raw_celery_says_pending(short_visibilit
         raw.close()
 
 
+def test_celery_tooling_still_reads_the_results(short_visibility: Cluster) -> None:
+    service = short_visibility.service
+    raw = Celery("raw", broker=short_visibility.redis.url, backend=short_visibility.redis.url)
+    raw.conf.update(result_serializer="json", accept_content=["json"], result_accept_content=["json"])
+    try:
+        assert raw.AsyncResult(service.enqueue(tasks.add, 20, 22)).get(timeout=20) == 42
+        with pytest.raises(ValueError, match="broken"):
+            raw.AsyncResult(service.enqueue(tasks.fail, "broken")).get(timeout=20)
+    finally:
+        raw.close()
+
+
 def test_a_task_goes_to_the_queue_its_options_name(short_visibility: Cluster) -> None:
     client = redis.Redis.from_url(short_visibility.redis.url)
     try:
@@ -179,16 +191,25 @@ def test_a_task_of_a_killed_worker_completes_on_a_new_worker(tmp_path: Path) -> 
                 killed_at = time.monotonic()
                 first.wait(timeout=10)
             assert service.get_status(task_id).status == TaskStatus.RUNNING
+            # cancelled while no worker runs: the revoke reaches nobody, the mark in Redis still holds
+            cancelled = service.enqueue(tasks.touch, str(tmp_path / "cancelled-ran"))
+            assert service.cancel(cancelled) is True
 
             with celery_worker(env, tmp_path / "second.log", concurrency=1):
                 result = service.wait(task_id, timeout_s=60)
                 recovered_s = time.monotonic() - killed_at
+                wait_for(
+                    lambda: f"task {cancelled} is already cancelled" in (tmp_path / "second.log").read_text(),
+                    20,
+                    "the new worker never saw the cancelled task's message",
+                )
         finally:
             service.close()
 
     assert (result.status, result.attempts) == (TaskStatus.SUCCEEDED, 2)
     assert journal_counts(journal) == (2, 1), "the body ran to completion exactly once"
     assert recovered_s < 60
+    assert not (tmp_path / "cancelled-ran").exists(), "a task cancelled before the worker restarted ran"
     print(f"task of a SIGKILLed worker completed {recovered_s:.1f} s after the kill")
 
 

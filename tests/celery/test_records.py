@@ -114,11 +114,12 @@ def test_a_held_unique_key_refuses_the_second_task_and_writes_nothing(
     assert [result.id for result in records.recent(None, 10)] == [first.id]
 
 
-def test_the_unique_key_frees_when_the_task_ends(records: TaskRecords) -> None:
+def test_the_unique_key_frees_when_the_task_ends(records: TaskRecords, client: redis.Redis) -> None:
     first = make_call(tasks.add, 1, 2, unique_key="project:2")
     insert(records, first)
     assert claim(records, first.id).verdict == "run"
     finish(records, first.id, TaskStatus.FAILED)
+    assert 0 < client.pttl(records.record_key(first.id)) <= 60_000, "a finished record lives TASK_RESULT_TTL_S"
 
     insert(records, make_call(tasks.add, 1, 2, unique_key="project:2"))  # no conflict
 
