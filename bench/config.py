@@ -15,6 +15,7 @@ class Config:
     work_dir: Path
     repetitions: int  # of every timed measurement; each figure is the median over them
     large_repetitions: int  # of the long measurements at the largest N (scale figures)
+    drain_repetitions: int  # of the headline drain, the noisiest figure with a target
     enqueue_calls: int  # timed calls per repetition
     drain_tasks: int  # queued before the worker starts
     drain_scale: tuple[int, ...]  # extra drain sizes for the scale figures
@@ -38,6 +39,7 @@ class Config:
             work_dir=work_dir,
             repetitions=3,
             large_repetitions=1,
+            drain_repetitions=5,
             enqueue_calls=2000,
             drain_tasks=5000,
             drain_scale=(1000, 10_000),
@@ -58,6 +60,7 @@ class Config:
             work_dir=work_dir,
             repetitions=1,
             large_repetitions=1,
+            drain_repetitions=1,
             enqueue_calls=50,
             drain_tasks=50,
             drain_scale=(),

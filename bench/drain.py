@@ -191,7 +191,8 @@ def run(config: Config, redis: RedisServer) -> tuple[list[Row], list[Series]]:
     ]
     sizes = tuple(sorted({config.drain_tasks, *config.drain_scale}))
     for n in sizes:
-        measured = measure(config, redis, n, 2, config.repetitions_for(n, sizes))
+        repetitions = config.drain_repetitions if n == config.drain_tasks else config.repetitions_for(n, sizes)
+        measured = measure(config, redis, n, 2, repetitions)
         series[0].points[n], series[1].points[n] = measured[0].taskservice, measured[0].raw
         rows += measured
     rows += measure(config, redis, config.drain_c1_tasks, 1, config.repetitions)
