@@ -132,7 +132,11 @@ def chart(series: Sequence[Series], path: Path) -> None:
                 label=line.label,
             )
         axis.set_xscale("log")
-        axis.set_yscale("log")
+        values = [tps for line in series if line.panel == panel for tps in line.points.values() if tps > 0]
+        if values and max(values) / min(values) > 10:
+            axis.set_yscale("log")
+        else:  # a narrow range on a log axis makes noise look like a trend
+            axis.set_ylim(bottom=0, top=max(values, default=1) * 1.15)
         axis.set_title(panel)
         axis.set_xlabel("tasks (N)")
         axis.set_ylabel("tasks/s")
