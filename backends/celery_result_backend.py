@@ -1,8 +1,9 @@
 """Celery's Redis result backend, storing the task record's change in the same Lua round trip.
 
 Everything Celery stores for a task (success, failure, retry, revoke, progress) goes through
-``store_result``; here it also updates the taskservice record, frees the unique_key and drops
-the lease when the task ends, atomically. Celery's own keys and format are untouched, so
+``store_result``; here it also updates the taskservice record and frees the unique_key when
+the task ends, atomically (the running lease is left to expire: the final status already says
+nobody runs it). Celery's own keys and format are untouched, so
 ``AsyncResult(id).get()`` and Flower keep working. Raw Celery spends two round trips per
 result (a GET, then SET+PUBLISH); this spends one.
 """
