@@ -118,13 +118,15 @@ class TaskService(abc.ABC):
     def wait(self, task_id: str, timeout_s: float = 30.0, poll_interval_s: float = 0.02) -> TaskResult:
         """Block until the task reaches a final status; ``TimeoutError`` after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
+        pause_s = min(0.001, poll_interval_s)  # short tasks end within a few ms: look early, then back off
         while True:
             result = self.get_status(task_id)
             if result.status.is_final:
                 return result
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"task {task_id} is still {result.status.value} after {timeout_s} s")
-            time.sleep(poll_interval_s)
+            time.sleep(pause_s)
+            pause_s = min(pause_s * 2, poll_interval_s)
 
     def exists(self, task_id: str) -> bool:
         try:
