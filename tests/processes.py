@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -20,24 +19,23 @@ from pathlib import Path
 import pytest
 
 # One implementation of the process plumbing, shared with the benchmark harness.
-from bench.processes import free_port, stop_process, wait_for_port
+from bench.processes import REPO_ROOT, VENV_BIN, base_env, free_port, spawn, stop_process, wait_for_port
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
-
-
-def spawn(args: list[str], env: Mapping[str, str], log_path: Path, cwd: Path = REPO_ROOT) -> subprocess.Popen[bytes]:
-    """Start ``args`` in its own process group, output to ``log_path``."""
-    log = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
-    return subprocess.Popen(args, env=dict(env), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def base_env(**overrides: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("TASK_", "CELERY_", "FLOWER_"))}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(overrides)
-    return env
+__all__ = [
+    "REPO_ROOT",
+    "VENV_BIN",
+    "RedisServer",
+    "base_env",
+    "celery_worker",
+    "free_port",
+    "redis_server",
+    "require_redis_server",
+    "spawn",
+    "stop_process",
+    "uvicorn_server",
+    "wait_for_log",
+    "wait_for_port",
+]
 
 
 @dataclass
