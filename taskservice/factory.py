@@ -10,8 +10,8 @@ from taskservice.settings import TaskSettings
 
 # Choosing "fastapi" never imports Celery: the celery module is imported only when chosen.
 BACKENDS: dict[str, str] = {
-    "fastapi": "backends.fastapi_backend:FastAPITaskService",
-    "celery": "backends.celery_backend:CeleryTaskService",
+    "fastapi": "backends.inprocess.service:FastAPITaskService",
+    "celery": "backends.celery.service:CeleryTaskService",
 }
 
 _current: TaskService | None = None

@@ -24,7 +24,7 @@ def celery_settings(redis: RedisServer, modules: str = "tests.tasks", **override
 @contextlib.contextmanager
 def celery_service(directory: Path) -> Iterator[TaskService]:
     """A ``CeleryTaskService`` whose tasks run in a real worker on a private Redis; all torn down after."""
-    from backends.celery_backend import CeleryTaskService
+    from backends.celery.service import CeleryTaskService
 
     with redis_server(directory / "redis") as redis:
         env = celery_env(redis)

@@ -261,7 +261,7 @@ def test_the_worker_runs_the_apps_task(running: Local) -> None:
 
 @pytest.mark.slow
 def test_beat_fires_the_periodic_task_as_a_normal_task(running: Local) -> None:
-    from backends.celery_backend import CeleryTaskService
+    from backends.celery.service import CeleryTaskService
 
     service = CeleryTaskService(TaskSettings(backend="celery", redis_url=running.redis_url))
     try:

@@ -15,14 +15,15 @@ from celery.exceptions import TimeLimitExceeded
 from celery.schedules import crontab
 from pydantic import SecretStr
 
-from backends.celery_backend import PROGRESS, STATUS_OF_STATE, reaching_redis, safe_url, status_of_state
-from backends.celery_beat import beat_schedule
-from backends.celery_config import celery_config, create_celery_app, import_task_modules, lease_ms
-from backends.celery_dispatcher import ScheduleDispatcher
-from backends.celery_flower import FLOWER_REFUSAL, celery_subcommand, guard_flower
-from backends.celery_messages import hard_limit_s, task_message
-from backends.celery_result_backend import RecordingRedisBackend, record_change
-from backends.celery_runner import MAX_RETRY_DELAY_S, retry_delay_s
+from backends.celery.beat import beat_schedule
+from backends.celery.config import celery_config, create_celery_app, import_task_modules, lease_ms
+from backends.celery.connection import reaching_redis, safe_url
+from backends.celery.dispatcher import ScheduleDispatcher
+from backends.celery.flower_guard import FLOWER_REFUSAL, celery_subcommand, guard_flower
+from backends.celery.result_backend import RecordingRedisBackend, record_change
+from backends.celery.states import PROGRESS, STATUS_OF_STATE, status_of_state
+from backends.celery.store.messages import hard_limit_s, task_message
+from backends.celery.worker_task import MAX_RETRY_DELAY_S, retry_delay_s
 from taskservice import BackendUnavailable, TaskSettings, TaskStatus
 from taskservice.cron import CronSchedule
 from taskservice.periodic import PeriodicTask

@@ -20,7 +20,7 @@ import pytest
 import redis
 from celery import Celery
 
-from backends.celery_backend import CeleryTaskService
+from backends.celery.service import CeleryTaskService
 from taskservice import BackendUnavailable, TaskNotFound, TaskStatus
 from tests import tasks
 from tests.celery import fault_tasks

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backends.celery_backend import CeleryTaskService
+from backends.celery.service import CeleryTaskService
 from tests import tasks
 from tests.celery_harness import celery_env, celery_settings
 from tests.processes import (

@@ -17,7 +17,7 @@ import fakeredis
 import pytest
 import redis
 
-from backends.celery_records import ClaimDefaults, TaskRecords, to_seconds, to_us
+from backends.celery.store.records import ClaimDefaults, TaskRecords, to_seconds, to_us
 from taskservice import TaskConflict, TaskStatus
 from taskservice.codec import encode_arguments
 from taskservice.registry import Task

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from backends.fastapi_backend import FastAPITaskService
-from backends.task_store import INTERRUPTED_BY_CRASH
+from backends.inprocess.service import FastAPITaskService
+from backends.inprocess.store.base import INTERRUPTED_BY_CRASH
 from taskservice import TaskSettings, TaskStatus, task
 from tests.processes import base_env, spawn, stop_process
 

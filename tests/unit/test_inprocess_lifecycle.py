@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from backends.fastapi_backend import FastAPITaskService
-from backends.inprocess_scheduler import next_slot
-from backends.process_identity import RunOwner, host_id
-from backends.sqlite_store import SQLiteTaskStore
-from backends.task_store import DROPPED_BY_STOP, INTERRUPTED_BY_STOP
+from backends.inprocess.process_identity import RunOwner, host_id
+from backends.inprocess.scheduler import next_slot
+from backends.inprocess.service import FastAPITaskService
+from backends.inprocess.store.base import DROPPED_BY_STOP, INTERRUPTED_BY_STOP
+from backends.inprocess.store.sqlite import SQLiteTaskStore
 from taskservice import TaskNotFound, TaskSettings, TaskStatus, periodic, task
 from taskservice.cron import CronSchedule
 from taskservice.errors import ServiceStopped

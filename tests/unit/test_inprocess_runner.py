@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from backends.fastapi_backend import FastAPITaskService
+from backends.inprocess.service import FastAPITaskService
 from taskservice import TaskSettings, TaskStatus, task
 from taskservice.failures import MAX_RETRY_DELAY_S, retry_delay_s
 from taskservice.progress import current_reporter

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from backends.server_workers import ProcessView, several_workers
+from backends.inprocess.server_workers import ProcessView, several_workers
 
 PYTHON = "/srv/.venv/bin/python3"
 

@@ -21,8 +21,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
-from backends.sqlite_store import SQLiteTaskStore
-from backends.task_store import INTERRUPTED_BY_STOP
+from backends.inprocess.store.base import INTERRUPTED_BY_STOP
+from backends.inprocess.store.sqlite import SQLiteTaskStore
 from taskservice import (
     TaskServiceDep,
     TaskServiceMiddleware,

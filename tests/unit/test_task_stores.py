@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from backends.process_identity import RunOwner, host_id, pid_is_running, process_start
-from backends.sqlite_store import SQLiteTaskStore
-from backends.task_store import (
+from backends.inprocess.process_identity import RunOwner, host_id, pid_is_running, process_start
+from backends.inprocess.store.base import (
     DROPPED_BY_STOP,
     INTERRUPTED_BY_CRASH,
     INTERRUPTED_BY_STOP,
-    MemoryTaskStore,
     Outcome,
     TaskStore,
 )
+from backends.inprocess.store.memory import MemoryTaskStore
+from backends.inprocess.store.sqlite import SQLiteTaskStore
 from taskservice import TaskConflict, TaskStatus, task
 from taskservice.codec import encode_arguments
 from taskservice.errors import BackendUnavailable

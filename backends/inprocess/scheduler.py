@@ -19,9 +19,9 @@ import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from backends.inprocess_runner import InProcessRunner
-from backends.task_outcomes import utcnow
-from backends.task_store import TaskStore
+from backends.inprocess.outcomes import utcnow
+from backends.inprocess.runner import InProcessRunner
+from backends.inprocess.store.base import TaskStore
 from taskservice.codec import encode_arguments
 from taskservice.periodic import PeriodicTask, periodic_tasks
 from taskservice.registry import resolve_task

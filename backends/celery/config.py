@@ -32,14 +32,14 @@ from typing import Any
 
 from celery import Celery
 
-from backends.celery_messages import DEFAULT_QUEUE
+from backends.celery.store.messages import DEFAULT_QUEUE
 from taskservice.settings import TaskSettings
 
 
 class TaskServiceCelery(Celery):  # type: ignore[misc]  # celery ships no type hints
     """Celery with taskservice's result backend: Celery's redis backend that keeps task records in step."""
 
-    backend_cls = "backends.celery_result_backend:RecordingRedisBackend"
+    backend_cls = "backends.celery.result_backend:RecordingRedisBackend"
 
 
 def lease_ms(settings: TaskSettings) -> int:
@@ -87,13 +87,13 @@ def celery_config(settings: TaskSettings) -> dict[str, Any]:
         "redis_socket_connect_timeout": timeout_s,
         "redis_socket_timeout": max(timeout_s, 5.0),
         "redis_retry_on_timeout": True,  # in workers a result must get stored; the backend retries, then fails
-        "beat_scheduler": "backends.celery_beat:RecordingScheduler",
+        "beat_scheduler": "backends.celery.beat:RecordingScheduler",
     }
 
 
 def create_celery_app(settings: TaskSettings, *, set_as_current: bool = False) -> Any:
     """A configured Celery app (no tasks registered yet); the worker step that dispatches schedules included."""
-    from backends.celery_dispatcher import ScheduleDispatcher
+    from backends.celery.dispatcher import ScheduleDispatcher
 
     app = TaskServiceCelery("taskservice", set_as_current=set_as_current)
     app.conf.update(celery_config(settings))

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from backends import celery_scripts
+from backends.celery.store import scripts as celery_scripts
 from taskservice.errors import TaskConflict
 from taskservice.models import TaskResult, TaskStatus
 from taskservice.service import TaskCall

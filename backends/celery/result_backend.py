@@ -20,9 +20,9 @@ from celery import states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
-from backends.celery_backend import PROGRESS, status_of_state
-from backends.celery_config import lease_ms
-from backends.celery_records import TaskRecords
+from backends.celery.config import lease_ms
+from backends.celery.states import PROGRESS, status_of_state
+from backends.celery.store.records import TaskRecords
 from taskservice.models import FINAL_STATUSES, TaskStatus
 from taskservice.settings import TaskSettings
 

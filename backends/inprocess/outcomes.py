@@ -16,7 +16,7 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
-from backends.task_store import INTERRUPTED_BY_STOP, Outcome
+from backends.inprocess.store.base import INTERRUPTED_BY_STOP, Outcome
 from taskservice.codec import encode_result
 from taskservice.failures import describe_error, timeout_error
 from taskservice.models import TaskStatus

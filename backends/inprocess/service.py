@@ -28,12 +28,13 @@ import threading
 import weakref
 from typing import ClassVar
 
-from backends.inprocess_runner import InProcessRunner
-from backends.inprocess_scheduler import InProcessScheduler
-from backends.process_identity import RunOwner
-from backends.server_workers import several_workers
-from backends.task_outcomes import utcnow
-from backends.task_store import TaskStore, open_task_store
+from backends.inprocess.outcomes import utcnow
+from backends.inprocess.process_identity import RunOwner
+from backends.inprocess.runner import InProcessRunner
+from backends.inprocess.scheduler import InProcessScheduler
+from backends.inprocess.server_workers import several_workers
+from backends.inprocess.store import open_task_store
+from backends.inprocess.store.base import TaskStore
 from taskservice.errors import ServiceStopped, TaskNotFound, UnsafeConfiguration
 from taskservice.models import TaskResult, TaskStatus
 from taskservice.request_scope import defer_until_response_sent

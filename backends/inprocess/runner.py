@@ -24,7 +24,7 @@ import functools
 import logging
 import threading
 
-from backends.task_outcomes import (
+from backends.inprocess.outcomes import (
     failure,
     interrupted,
     success,
@@ -32,8 +32,8 @@ from backends.task_outcomes import (
     utcnow,
     within,
 )
-from backends.task_store import Outcome, TaskStore
-from backends.task_threads import TaskThreadPool
+from backends.inprocess.store.base import Outcome, TaskStore
+from backends.inprocess.threads import TaskThreadPool
 from taskservice.failures import retry_delay_s
 from taskservice.models import TaskStatus
 from taskservice.progress import current_reporter

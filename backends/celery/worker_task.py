@@ -26,10 +26,10 @@ from typing import Any, ClassVar
 from celery import Task as CeleryTask
 from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 
-from backends.celery_backend import PROGRESS
-from backends.celery_messages import DEFAULT_QUEUE, task_message
-from backends.celery_records import ClaimDefaults, TaskRecords
-from backends.celery_result_backend import RETRY_REQUEST_ATTRIBUTE
+from backends.celery.result_backend import RETRY_REQUEST_ATTRIBUTE
+from backends.celery.states import PROGRESS
+from backends.celery.store.messages import DEFAULT_QUEUE, task_message
+from backends.celery.store.records import ClaimDefaults, TaskRecords
 from taskservice.codec import encode_result
 from taskservice.errors import TaskConflict
 from taskservice.progress import current_reporter

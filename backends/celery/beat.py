@@ -16,7 +16,7 @@ from typing import Any
 from celery.beat import PersistentScheduler, SchedulingError
 from celery.schedules import crontab
 
-from backends.celery_backend import CeleryTaskService
+from backends.celery.service import CeleryTaskService
 from taskservice.errors import TaskConflict
 from taskservice.periodic import PeriodicTask
 

@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from backends.process_identity import RunOwner, owner_is_alive
-from backends.sqlite_schema import (
+from backends.inprocess.process_identity import RunOwner, owner_is_alive
+from backends.inprocess.store.base import INTERRUPTED_BY_CRASH, INTERRUPTED_BY_STOP, Outcome
+from backends.inprocess.store.sqlite_schema import (
     ACTIVE,
     CALL_COLUMNS,
     INSERT,
@@ -35,7 +36,6 @@ from backends.sqlite_schema import (
     snapshot_from_row,
     to_us,
 )
-from backends.task_store import INTERRUPTED_BY_CRASH, INTERRUPTED_BY_STOP, Outcome
 from taskservice.errors import BackendUnavailable, TaskConflict
 from taskservice.models import TaskResult, TaskStatus
 from taskservice.service import TaskCall

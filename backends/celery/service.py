@@ -6,84 +6,24 @@ Celery's own message in one Redis round trip (``celery_records``, ``celery_messa
 schedule never sits in the broker. Workers run the tasks through ``celery_runner``; the
 result backend (``celery_result_backend``) keeps record and Celery result in step.
 
-This module holds the one mapping from Celery state names to ``TaskStatus``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
-import re
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import redis
-from celery import states
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
-from backends.celery_messages import DEFAULT_QUEUE, revoked_meta, task_message
-from backends.celery_records import TaskRecords
-from taskservice.errors import BackendUnavailable, TaskNotFound
+from backends.celery.connection import connect_redis, reaching_redis
+from backends.celery.store.messages import DEFAULT_QUEUE, revoked_meta, task_message
+from backends.celery.store.records import TaskRecords
+from taskservice.errors import TaskNotFound
 from taskservice.models import TaskResult, TaskStatus
 from taskservice.service import TaskCall, TaskService
 from taskservice.settings import TaskSettings
 
 log = logging.getLogger("taskservice.celery")
-
-PROGRESS = "PROGRESS"  # the custom state a running task's set_progress() stores, as Celery users do
-
-# The one place Celery's state names meet taskservice's vocabulary.
-STATUS_OF_STATE: dict[str, TaskStatus] = {
-    states.PENDING: TaskStatus.PENDING,
-    states.RECEIVED: TaskStatus.PENDING,
-    states.STARTED: TaskStatus.RUNNING,
-    PROGRESS: TaskStatus.RUNNING,
-    states.RETRY: TaskStatus.RETRYING,
-    states.SUCCESS: TaskStatus.SUCCEEDED,
-    states.FAILURE: TaskStatus.FAILED,
-    states.REVOKED: TaskStatus.CANCELLED,
-}
-
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-
-
-def status_of_state(state: str) -> TaskStatus | None:
-    """The ``TaskStatus`` of a Celery state, or None for a state taskservice does not track."""
-    return STATUS_OF_STATE.get(state)
-
-
-def connect_redis(settings: TaskSettings) -> redis.Redis:
-    """A client that gives up within ``TASK_REDIS_TIMEOUT_S``: one quick retry for a dropped connection only."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=settings.redis_timeout_s,
-        socket_timeout=settings.redis_timeout_s,
-        # A connection Redis closed (a restart) is retried once at once; a timeout is not
-        # retried, so the caller hears within the timeout, never after several of them.
-        retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
-        health_check_interval=0,
-    )
-
-
-def safe_url(url: str) -> str:
-    """``url`` without its password, for messages."""
-    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
-
-
-@contextlib.contextmanager
-def reaching_redis(settings: TaskSettings) -> Iterator[None]:
-    """Turn a Redis connection failure into ``BackendUnavailable`` saying what to check."""
-    try:
-        yield
-    except REDIS_ERRORS as exc:
-        raise BackendUnavailable(
-            f"cannot reach Redis at {safe_url(settings.redis_url)} ({type(exc).__name__}: {exc}): "
-            f"check REDIS_URL and that Redis is running and reachable "
-            f"(TASK_REDIS_TIMEOUT_S={settings.redis_timeout_s:g})"
-        ) from exc
 
 
 class CeleryTaskService(TaskService):
@@ -153,7 +93,7 @@ class CeleryTaskService(TaskService):
 
 
 def _revoke_loop(settings: TaskSettings, pending: queue.SimpleQueue[str | None]) -> None:
-    from backends.celery_config import create_celery_app
+    from backends.celery.config import create_celery_app
 
     app: Any = create_celery_app(settings)
     try:

@@ -1,0 +1,1 @@
+"""The Celery backend's Redis layout: ``records`` (task records), ``scripts`` (their Lua), ``messages``."""
