@@ -4,6 +4,12 @@ Carried: ``str``, ``int``, ``float`` (finite), ``bool``, ``None``, ``list`` and 
 with ``str`` keys, nested. Nothing else: a value that would not come back equal and of
 the same type (a tuple, a set, a datetime, a UUID, an object) is refused at enqueue, so
 code that works in-process cannot break when the tasks move to Celery workers.
+
+Also refused, because some part of the way would choke on them: nesting deeper than
+``MAX_NESTING_DEPTH`` (a worker hands arguments to its pool process by pickling them,
+which recurses), an ``int`` of more than ``MAX_INT_DIGITS`` digits (Python will not print
+it), and a ``str`` holding a lone surrogate (not UTF-8: no store can keep it). Results
+pass the same checks, except that a tuple is accepted and stored as a list.
 """
 
 from __future__ import annotations
@@ -15,6 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 _SCALARS = (str, int, float, bool, type(None))
+MAX_NESTING_DEPTH = 64  # lists/dicts inside lists/dicts
+MAX_INT_DIGITS = 4300  # Python's own limit for turning an int into text (sys.get_int_max_str_digits)
+_INT_LIMIT = 10**MAX_INT_DIGITS
+_FEW_BITS = 14_000  # an int of at most this many bits has fewer than MAX_INT_DIGITS digits
 # One encoder for every call: json.dumps with options builds a new one each time. ASCII output,
 # so the payload's size in bytes is its length.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
@@ -106,34 +116,89 @@ def _named_values(bound: inspect.BoundArguments) -> list[tuple[str, Any]]:
 
 
 def encode_result(task_name: str, value: Any) -> Any:
-    """Return the result as a worker would store it: through JSON, so tuples become lists."""
-    try:
-        return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"result of task {task_name!r} cannot be stored as JSON: {exc}") from None
+    """Return the result as a worker would store it: through JSON, so tuples become lists.
+
+    ``TypeError`` for a value JSON cannot carry, or that fails the checks arguments pass.
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None or kind is float:
+        problem = _json_problem(value)  # what JSON gives back anyway: no round trip needed
+        if problem is None:
+            return value
+    else:
+        problem = _json_problem(value, tuples_ok=True, other_keys_ok=True)
+        if problem is None:
+            try:
+                return json.loads(_ENCODER.encode(value))
+            except (TypeError, ValueError) as exc:
+                problem = str(exc)
+    raise TypeError(f"result of task {task_name!r} cannot be stored as JSON: {problem}")
 
 
-def _json_problem(value: Any, path: str = "") -> str | None:
+def _json_problem(
+    value: Any, path: str = "", depth: int = 0, *, tuples_ok: bool = False, other_keys_ok: bool = False
+) -> str | None:
     """Why ``value`` would not survive a JSON round trip unchanged, or None if it would."""
     kind = type(value)
-    if kind in _SCALARS:
-        if kind is float and (value != value or value in (float("inf"), float("-inf"))):
+    if kind is str:
+        return None if value.isascii() or _is_utf8(value) else f"the text{_at(path)} holds a lone surrogate (not UTF-8)"
+    if kind is int:
+        if value.bit_length() > _FEW_BITS and not -_INT_LIMIT < value < _INT_LIMIT:
+            return f"the int{_at(path)} has more than {MAX_INT_DIGITS} digits"
+        return None
+    if kind is float:
+        if value != value or value in (float("inf"), float("-inf")):
             return f"{value!r}{path} is not a finite number"
         return None
-    if kind is list:
+    if kind is bool or value is None:
+        return None
+    if kind is list or (tuples_ok and kind is tuple):
+        if depth >= MAX_NESTING_DEPTH:
+            return f"it nests deeper than {MAX_NESTING_DEPTH} levels of lists and dicts"
         for index, item in enumerate(value):
-            problem = _json_problem(item, f"{path}[{index}]")
+            problem = _json_problem(
+                item, f"{path}[{index}]", depth + 1, tuples_ok=tuples_ok, other_keys_ok=other_keys_ok
+            )
             if problem is not None:
                 return problem
         return None
     if kind is dict:
+        if depth >= MAX_NESTING_DEPTH:
+            return f"it nests deeper than {MAX_NESTING_DEPTH} levels of lists and dicts"
         for key, item in value.items():
+            if type(key) is not str and not (other_keys_ok and type(key) in _SCALARS):
+                return f"dict key {_short_repr(key)}{path} is a {type(key).__name__}, JSON keys are strings"
+            if type(key) is str and not (key.isascii() or _is_utf8(key)):
+                return f"a dict key{_at(path)} holds a lone surrogate (not UTF-8)"
             if type(key) is not str:
-                return f"dict key {key!r}{path} is a {type(key).__name__}, JSON keys are strings"
-            problem = _json_problem(item, f"{path}[{key!r}]")
+                key_problem = _json_problem(key, path, depth + 1)
+                if key_problem is not None:
+                    return key_problem
+            problem = _json_problem(
+                item, f"{path}[{_short_repr(key)}]", depth + 1, tuples_ok=tuples_ok, other_keys_ok=other_keys_ok
+            )
             if problem is not None:
                 return problem
         return None
-    where = f" at {path}" if path else ""
     hint = " (it would arrive as a list)" if kind is tuple else ""
-    return f"a {kind.__name__}{where} is not a JSON type{hint}"
+    return f"a {kind.__name__}{_at(path)} is not a JSON type{hint}"
+
+
+def _at(path: str) -> str:
+    return f" at {path}" if path else ""
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."

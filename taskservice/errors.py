@@ -3,6 +3,7 @@
 TaskServiceError             catch this to catch them all
 ├── TaskNotFound             no task with this id was ever enqueued (or its record expired)
 ├── TaskConflict             a task with this unique_key is already active
+├── TaskStillActive          retry() of a task that has not finished
 ├── BackendUnavailable       the broker / store cannot be reached; says what to check
 │   └── ServiceStopped       the service was stopped (lifespan ended, close() called); start it again
 └── UnsafeConfiguration      settings that cannot work in this deployment (e.g. memory:// under several workers)
@@ -35,6 +36,15 @@ class TaskConflict(TaskServiceError):
         super().__init__(f"a task with unique_key {unique_key!r} is already active{detail}")
         self.unique_key = unique_key
         self.active_task_id = active_task_id
+
+
+class TaskStillActive(TaskServiceError):
+    """``retry()`` was asked for a task that is still pending, scheduled, running or retrying."""
+
+    def __init__(self, task_id: str, status: str) -> None:
+        super().__init__(f"task {task_id} is still {status}: only a finished task can be retried")
+        self.task_id = task_id
+        self.status = status
 
 
 class BackendUnavailable(TaskServiceError):

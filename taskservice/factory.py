@@ -1,4 +1,5 @@
-"""Choose the backend from ``TASK_BACKEND`` through a table of import strings, imported lazily."""
+"""Choose the backend from ``TASK_BACKEND``: a built-in name from one table of import strings, or a
+``package.module:Class`` of your own. Imported lazily, so choosing ``fastapi`` never imports Celery."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import threading
 from taskservice.service import TaskService
 from taskservice.settings import TaskSettings
 
-# Choosing "fastapi" never imports Celery: the celery module is imported only when chosen.
-BACKENDS: dict[str, str] = {
+# The one table of built-in names. Choosing "fastapi" never imports Celery: a module is imported only when chosen.
+BUILTIN_BACKENDS: dict[str, str] = {
     "fastapi": "backends.inprocess.service:FastAPITaskService",
     "celery": "backends.celery.service:CeleryTaskService",
 }
@@ -19,14 +20,22 @@ _lock = threading.Lock()
 
 
 def load_backend_class(name: str) -> type[TaskService]:
+    """The class ``TASK_BACKEND`` names: a built-in name, or ``package.module:Class``."""
+    target = BUILTIN_BACKENDS.get(name, name)
+    module_name, colon, class_name = target.partition(":")
+    if not colon or not module_name or not class_name:
+        raise ValueError(
+            f"TASK_BACKEND must be one of {', '.join(BUILTIN_BACKENDS)}, or package.module:Class; got {name!r}"
+        )
     try:
-        target = BACKENDS[name]
-    except KeyError:
-        raise ValueError(f"TASK_BACKEND must be one of {', '.join(BACKENDS)}; got {name!r}") from None
-    module_name, _, class_name = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name == exc.name or module_name.startswith(f"{exc.name}.")):
+            raise ValueError(f"TASK_BACKEND={name}: no module {module_name!r} can be imported") from exc
+        raise
+    cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, TaskService)):
-        raise TypeError(f"{target} is not a TaskService")
+        raise TypeError(f"TASK_BACKEND={name}: {target} is not a TaskService subclass")
     return cls
 
 

@@ -8,6 +8,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from taskservice.attempts import MAX_RETRIES, MAX_RETRY_DELAY_S
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -24,16 +26,20 @@ class TaskOptions:
     timeout: float | None = None  # seconds one attempt may run
     queue: str | None = None
     unique_key: str | None = None
+    after: str | None = None  # the id of a task this one waits for: it runs once that one succeeded
 
     def __post_init__(self) -> None:
-        if self.max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
-        if self.retry_backoff < 0:
-            raise ValueError("retry_backoff must be >= 0 seconds")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ValueError("timeout must be > 0 seconds")
-        if self.unique_key is not None and not self.unique_key:
-            raise ValueError("unique_key must be a non-empty string")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
+            raise TypeError("max_retries must be an int")
+        if not 0 <= self.max_retries <= MAX_RETRIES:
+            raise ValueError(f"max_retries must be between 0 and {MAX_RETRIES}, got {self.max_retries}")
+        if not isinstance(self.retry_backoff, int | float) or not 0 <= self.retry_backoff <= MAX_RETRY_DELAY_S:
+            raise ValueError(f"retry_backoff must be between 0 and {MAX_RETRY_DELAY_S:g} seconds")
+        if self.timeout is not None and not (isinstance(self.timeout, int | float) and 0 < self.timeout < 1e9):
+            raise ValueError("timeout must be a positive number of seconds")
+        for label, text in (("unique_key", self.unique_key), ("queue", self.queue), ("after", self.after)):
+            if text is not None and (not isinstance(text, str) or not text or len(text) > 1000):
+                raise ValueError(f"{label} must be a non-empty string of at most 1000 characters")
 
 
 class Task(Generic[P, R]):
@@ -51,7 +57,8 @@ class Task(Generic[P, R]):
         return self.func(*args, **kwargs)
 
     def options(self, **overrides: Any) -> Task[P, R]:
-        """A copy with per-call options (``unique_key``, ``queue``, ``max_retries``, ``retry_backoff``, ``timeout``)."""
+        """A copy with per-call options: ``unique_key``, ``queue``, ``max_retries``, ``retry_backoff``,
+        ``timeout``, ``after`` (the id of a task this call waits for)."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(TaskOptions)}
         if unknown:
             raise TypeError(f"unknown task option(s) {sorted(unknown)} for task {self.name!r}")

@@ -1,19 +1,38 @@
-"""The ``TaskService`` interface. Validation lives here, once; a backend fills in the rest."""
+"""The ``TaskService`` interface. Validation and the rules every backend shares live here, once.
+
+A backend subclasses ``TaskService`` and fills in the underscore methods: ``_submit`` (record and
+dispatch a validated ``TaskCall``), ``_read``, ``_cancel``, ``_list``, ``_retry_source`` and
+``_link_retry``. Everything a caller sees (``enqueue``, ``get_status`` raising ``TaskNotFound``,
+``retry`` refusing an active task, the async verbs) is built on those here. Async verbs run the
+sync ones off the event loop unless a backend offers a native ``_asubmit``/``_aread``/...
+"""
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 import os
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from taskservice.attempts import AttemptInfo
 from taskservice.codec import Arguments, encode_arguments
-from taskservice.errors import TaskNotFound
-from taskservice.models import TaskResult, TaskStatus
-from taskservice.registry import Task, TaskOptions, resolve_task
+from taskservice.errors import TaskNotFound, TaskStillActive
+from taskservice.hooks import TaskEnqueued, enqueue_headers, notify_enqueued
+from taskservice.models import (
+    ACTIVE_STATUSES,
+    TaskResult,
+    TaskStats,
+    TaskStatus,
+    decode_cursor,
+)
+from taskservice.registry import Task, TaskOptions, registered_tasks, resolve_task
 from taskservice.settings import TaskSettings
+
+_NO_HEADERS: Mapping[str, str] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,10 +45,43 @@ class TaskCall:
     options: TaskOptions
     enqueued_at: datetime
     run_at: datetime | None  # None: as soon as possible
+    headers: Mapping[str, str] = dataclasses.field(default_factory=lambda: _NO_HEADERS)  # e.g. traceparent
+    retry_of: str | None = None  # the task this call retries (``service.retry``)
 
     @property
     def initial_status(self) -> TaskStatus:
         return TaskStatus.SCHEDULED if self.run_at is not None else TaskStatus.PENDING
+
+    def attempt_info(self, attempt: int) -> AttemptInfo:
+        """What the attempt core needs to decide how attempt number ``attempt`` of this call ended."""
+        options = self.options
+        return AttemptInfo(
+            self.id, self.task.name, attempt, options.max_retries, options.retry_backoff, options.timeout
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskQuery:
+    """What ``list_tasks`` asks a backend for: newest first, filtered, from a cursor on."""
+
+    status: TaskStatus | None = None
+    name: str | None = None
+    enqueued_after: datetime | None = None  # inclusive
+    enqueued_before: datetime | None = None  # exclusive
+    cursor: tuple[datetime, str] | None = None  # (enqueued_at, id): only tasks listed after that one
+    limit: int = 100
+
+    def matches(self, result: TaskResult) -> bool:
+        """For backends that filter in Python: does ``result`` belong in this listing?"""
+        if self.status is not None and result.status != self.status:
+            return False
+        if self.name is not None and result.name != self.name:
+            return False
+        if self.enqueued_after is not None and result.enqueued_at < self.enqueued_after:
+            return False
+        if self.enqueued_before is not None and result.enqueued_at >= self.enqueued_before:
+            return False
+        return self.cursor is None or (result.enqueued_at, result.id) < self.cursor
 
 
 def new_task_id() -> str:
@@ -49,36 +101,48 @@ class TaskService(abc.ABC):
     """Run ``@task`` functions in the background; see each method for what it raises."""
 
     backend_name: ClassVar[str]
+    settings_class: ClassVar[type[TaskSettings]] = TaskSettings  # a backend's own settings, from the environment
     # Capabilities the contract suite reads; a missing one is a visible skip, never a silent one.
     cancels_running_tasks: ClassVar[bool] = False
+    runs_in_background: ClassVar[bool] = True  # False: tasks run only when the test asks (the fake)
+    waits_between_retries: ClassVar[bool] = True  # False: retries follow at once (the fake)
 
     def __init__(self, settings: TaskSettings | None = None) -> None:
-        self.settings = settings if settings is not None else TaskSettings()
+        """``settings`` (read from the environment when omitted), as this backend's ``settings_class``."""
+        self.settings = settings.for_backend(self.settings_class) if settings is not None else self.settings_class()
+
+    # -- submitting ---------------------------------------------------------------------------
 
     def enqueue(self, func: Any, /, *args: Any, **kwargs: Any) -> str:
         """Run ``func`` (a ``@task``) soon; return its id. ``TypeError`` for bad arguments, ``TaskConflict``."""
         call = self._prepare(func, None, args, kwargs)
         self._submit(call)
+        self._accepted(call)
         return call.id
 
     def schedule(self, func: Any, run_at: datetime | timedelta, /, *args: Any, **kwargs: Any) -> str:
         """Run ``func`` at ``run_at`` (an aware datetime, or a delay from now); return its id."""
-        if isinstance(run_at, timedelta):
-            when = utcnow() + run_at
-        elif isinstance(run_at, datetime):
-            if run_at.tzinfo is None or run_at.utcoffset() is None:
-                raise ValueError(
-                    "run_at is a naive datetime: pass an aware one (e.g. datetime.now(timezone.utc) + ...) "
-                    "or a timedelta"
-                )
-            when = run_at.astimezone(UTC)
-        else:
-            raise TypeError(f"run_at must be an aware datetime or a timedelta, got {type(run_at).__name__}")
-        call = self._prepare(func, when, args, kwargs)
+        call = self._prepare(func, run_at_of(run_at), args, kwargs)
         self._submit(call)
+        self._accepted(call)
+        return call.id
+
+    async def aenqueue(self, func: Any, /, *args: Any, **kwargs: Any) -> str:
+        """``enqueue`` for async code: the same checks and errors, and the event loop is never blocked."""
+        call = self._prepare(func, None, args, kwargs)
+        await self._asubmit(call)
+        self._accepted(call)
+        return call.id
+
+    async def aschedule(self, func: Any, run_at: datetime | timedelta, /, *args: Any, **kwargs: Any) -> str:
+        """``schedule`` for async code."""
+        call = self._prepare(func, run_at_of(run_at), args, kwargs)
+        await self._asubmit(call)
+        self._accepted(call)
         return call.id
 
     def _prepare(self, func: Any, run_at: datetime | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TaskCall:
+        """Validate a call (task, arguments, size) into a ``TaskCall``; the one way work enters a backend."""
         handle = resolve_task(func)
         arguments = encode_arguments(handle.name, handle.func, args, kwargs, self.settings.max_payload_bytes)
         return TaskCall(
@@ -88,32 +152,168 @@ class TaskService(abc.ABC):
             options=handle.default_options,
             enqueued_at=utcnow(),
             run_at=run_at,
+            headers=enqueue_headers(),
         )
+
+    def _accepted(self, call: TaskCall) -> None:
+        notify_enqueued(TaskEnqueued(call.id, call.task.name, call.options.queue, call.run_at))
 
     @abc.abstractmethod
     def _submit(self, call: TaskCall) -> None:
         """Record and dispatch a validated call; raise ``TaskConflict`` or ``BackendUnavailable``."""
 
-    @abc.abstractmethod
+    async def _asubmit(self, call: TaskCall) -> None:
+        await asyncio.to_thread(self._submit, call)
+
+    # -- reading ------------------------------------------------------------------------------
+
     def get_status(self, task_id: str) -> TaskResult:
-        """A snapshot of the task; ``TaskNotFound`` if no such id was ever enqueued."""
+        """A snapshot of the task; ``TaskNotFound`` if no such id was ever enqueued (or its record expired)."""
+        result = self._read(task_id)
+        if result is None:
+            raise TaskNotFound(task_id)
+        return result
+
+    async def aget_status(self, task_id: str) -> TaskResult:
+        result = await self._aread(task_id)
+        if result is None:
+            raise TaskNotFound(task_id)
+        return result
 
     @abc.abstractmethod
+    def _read(self, task_id: str) -> TaskResult | None:
+        """The task's snapshot, or None if there is no such task."""
+
+    async def _aread(self, task_id: str) -> TaskResult | None:
+        return await asyncio.to_thread(self._read, task_id)
+
+    def list_tasks(
+        self,
+        status: TaskStatus | None = None,
+        limit: int = 100,
+        *,
+        name: str | None = None,
+        enqueued_after: datetime | None = None,
+        enqueued_before: datetime | None = None,
+        cursor: str | None = None,
+    ) -> list[TaskResult]:
+        """Tasks newest first, filtered; pass the last one's ``.cursor`` as ``cursor`` for the next page.
+
+        ``ValueError`` for a cursor that is not one.
+        """
+        query = _query(status, limit, name, enqueued_after, enqueued_before, cursor)
+        return self._list(query) if query.limit > 0 else []
+
+    async def alist_tasks(
+        self,
+        status: TaskStatus | None = None,
+        limit: int = 100,
+        *,
+        name: str | None = None,
+        enqueued_after: datetime | None = None,
+        enqueued_before: datetime | None = None,
+        cursor: str | None = None,
+    ) -> list[TaskResult]:
+        query = _query(status, limit, name, enqueued_after, enqueued_before, cursor)
+        return await self._alist(query) if query.limit > 0 else []
+
+    @abc.abstractmethod
+    def _list(self, query: TaskQuery) -> list[TaskResult]:
+        """At most ``query.limit`` tasks that match, newest first (``enqueued_at``, then ``id``, descending)."""
+
+    async def _alist(self, query: TaskQuery) -> list[TaskResult]:
+        return await asyncio.to_thread(self._list, query)
+
+    def stats(self) -> TaskStats:
+        """How many tasks are in each status, and when the oldest pending one was enqueued."""
+        counts = dict.fromkeys(TaskStatus, 0)
+        oldest: datetime | None = None
+        cursor: str | None = None
+        while True:
+            page = self.list_tasks(limit=1000, cursor=cursor)
+            for result in page:
+                counts[result.status] += 1
+                if result.status is TaskStatus.PENDING and (oldest is None or result.enqueued_at < oldest):
+                    oldest = result.enqueued_at
+            if len(page) < 1000:
+                return TaskStats(counts=counts, oldest_pending_enqueued_at=oldest)
+            cursor = page[-1].cursor
+
+    async def astats(self) -> TaskStats:
+        return await asyncio.to_thread(self.stats)
+
+    def exists(self, task_id: str) -> bool:
+        return self._read(task_id) is not None
+
+    # -- changing -----------------------------------------------------------------------------
+
     def cancel(self, task_id: str) -> bool:
         """Stop a task that has not started: True if it will never run, False if it already ran or is running."""
+        cancelled = self._cancel(task_id)
+        if cancelled is None:
+            raise TaskNotFound(task_id)
+        return cancelled
+
+    async def acancel(self, task_id: str) -> bool:
+        cancelled = await self._acancel(task_id)
+        if cancelled is None:
+            raise TaskNotFound(task_id)
+        return cancelled
 
     @abc.abstractmethod
-    def list_tasks(self, status: TaskStatus | None = None, limit: int = 100) -> list[TaskResult]:
-        """The most recently enqueued tasks, newest first, optionally only those in ``status``."""
+    def _cancel(self, task_id: str) -> bool | None:
+        """True: it will never run; False: it runs or ran; None: there is no such task."""
 
-    async def start(self) -> None:
-        """Start runners and schedulers (the FastAPI lifespan calls this); idempotent."""
+    async def _acancel(self, task_id: str) -> bool | None:
+        return await asyncio.to_thread(self._cancel, task_id)
 
-    async def stop(self) -> None:
-        """Stop runners; running tasks get the grace period, the rest end ``failed`` (interrupted)."""
+    def retry(self, task_id: str) -> str:
+        """A new task with the same name, arguments and options, linked to ``task_id``; return its id.
 
-    def close(self) -> None:
-        """``stop`` for code without an event loop (scripts, tests)."""
+        ``TaskNotFound`` for an unknown id, ``TaskStillActive`` while the original has not finished,
+        ``TaskConflict`` if its ``unique_key`` is held by another task.
+        """
+        call = self._retry_call(task_id)
+        self._submit(call)
+        self._link_retry(task_id, call.id)
+        self._accepted(call)
+        return call.id
+
+    async def aretry(self, task_id: str) -> str:
+        call = await asyncio.to_thread(self._retry_call, task_id)
+        await self._asubmit(call)
+        await asyncio.to_thread(self._link_retry, task_id, call.id)
+        self._accepted(call)
+        return call.id
+
+    def _retry_call(self, task_id: str) -> TaskCall:
+        source = self._retry_source(task_id)
+        if source is None:
+            raise TaskNotFound(task_id)
+        status, original = source
+        if status in ACTIVE_STATUSES:
+            raise TaskStillActive(task_id, status.value)
+        handle = registered_tasks().get(original.task.name, original.task)
+        return TaskCall(
+            id=new_task_id(),
+            task=handle,
+            arguments=original.arguments,
+            options=original.options,
+            enqueued_at=utcnow(),
+            run_at=None,
+            headers=enqueue_headers(),
+            retry_of=task_id,
+        )
+
+    @abc.abstractmethod
+    def _retry_source(self, task_id: str) -> tuple[TaskStatus, TaskCall] | None:
+        """The task's status and the call it was made from (task, arguments, options); None if unknown."""
+
+    @abc.abstractmethod
+    def _link_retry(self, original_id: str, retry_id: str) -> None:
+        """Record on the original that ``retry_id`` retries it (``TaskResult.retried_as``)."""
+
+    # -- waiting ------------------------------------------------------------------------------
 
     def wait(self, task_id: str, timeout_s: float = 30.0, poll_interval_s: float = 0.02) -> TaskResult:
         """Block until the task reaches a final status; ``TimeoutError`` after ``timeout_s``."""
@@ -128,9 +328,98 @@ class TaskService(abc.ABC):
             time.sleep(pause_s)
             pause_s = min(pause_s * 2, poll_interval_s)
 
-    def exists(self, task_id: str) -> bool:
-        try:
-            self.get_status(task_id)
-        except TaskNotFound:
-            return False
-        return True
+    async def await_result(self, task_id: str, timeout_s: float = 30.0, poll_interval_s: float = 0.02) -> TaskResult:
+        """``wait`` for async code: the task's final snapshot; ``TimeoutError`` after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        pause_s = min(0.001, poll_interval_s)
+        while True:
+            result = await self.aget_status(task_id)
+            if result.status.is_final:
+                return result
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"task {task_id} is still {result.status.value} after {timeout_s} s")
+            await asyncio.sleep(pause_s)
+            pause_s = min(pause_s * 2, poll_interval_s)
+
+    def drain(self, timeout_s: float = 30.0) -> None:
+        """Wait until no work is outstanding: nothing pending, running or retrying, and nothing scheduled
+        to run within ``timeout_s`` (tasks enqueued by tasks included). ``TimeoutError`` naming what is left.
+        """
+        deadline = time.monotonic() + timeout_s
+        pause_s = 0.001
+        while True:
+            left = self._outstanding(utcnow() + timedelta(seconds=max(deadline - time.monotonic(), 0.0)))
+            if not left:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{_describe_outstanding(left)} after {timeout_s} s")
+            time.sleep(pause_s)
+            pause_s = min(pause_s * 2, 0.05)
+
+    async def adrain(self, timeout_s: float = 30.0) -> None:
+        """``drain`` for async code."""
+        await asyncio.to_thread(self.drain, timeout_s)
+
+    def _outstanding(self, horizon: datetime) -> list[TaskResult]:
+        """Tasks that are pending, running or retrying, or scheduled to run before ``horizon``."""
+        left: list[TaskResult] = []
+        for status in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING, TaskStatus.SCHEDULED):
+            cursor: str | None = None
+            while True:
+                page = self.list_tasks(status, limit=1000, cursor=cursor)
+                left += [r for r in page if status is not TaskStatus.SCHEDULED or (r.run_at or horizon) < horizon]
+                if len(page) < 1000:
+                    break
+                cursor = page[-1].cursor
+        return left
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start runners and schedulers (the FastAPI lifespan calls this); idempotent."""
+
+    async def stop(self) -> None:
+        """Stop runners; running tasks get the grace period, the rest end ``failed`` (interrupted)."""
+
+    def close(self) -> None:
+        """``stop`` for code without an event loop (scripts, tests)."""
+
+
+def run_at_of(run_at: datetime | timedelta) -> datetime:
+    """``schedule()``'s ``run_at`` as an aware UTC datetime; ``ValueError`` for a naive one."""
+    if isinstance(run_at, timedelta):
+        return utcnow() + run_at
+    if isinstance(run_at, datetime):
+        if run_at.tzinfo is None or run_at.utcoffset() is None:
+            raise ValueError(
+                "run_at is a naive datetime: pass an aware one (e.g. datetime.now(timezone.utc) + ...) or a timedelta"
+            )
+        return run_at.astimezone(UTC)
+    raise TypeError(f"run_at must be an aware datetime or a timedelta, got {type(run_at).__name__}")
+
+
+def _query(
+    status: TaskStatus | None,
+    limit: int,
+    name: str | None,
+    enqueued_after: datetime | None,
+    enqueued_before: datetime | None,
+    cursor: str | None,
+) -> TaskQuery:
+    for label, moment in (("enqueued_after", enqueued_after), ("enqueued_before", enqueued_before)):
+        if moment is not None and moment.utcoffset() is None:
+            raise ValueError(f"{label} is a naive datetime: pass an aware one")
+    return TaskQuery(
+        status=TaskStatus(status) if status is not None else None,
+        name=name,
+        enqueued_after=enqueued_after,
+        enqueued_before=enqueued_before,
+        cursor=decode_cursor(cursor) if cursor else None,
+        limit=max(limit, 0),
+    )
+
+
+def _describe_outstanding(left: list[TaskResult]) -> str:
+    shown = ", ".join(f"{r.name} {r.id} ({r.status.value})" for r in left[:5])
+    more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+    return f"{len(left)} task(s) still outstanding: {shown}{more}"

@@ -6,7 +6,8 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from taskservice import TaskService, TaskSettings
+from backends.celery.settings import CelerySettings
+from taskservice import TaskService
 from tests.processes import RedisServer, base_env, celery_worker, redis_server
 
 WORKER_CONCURRENCY = 4  # contract tests hold some tasks on gates while others must still run
@@ -17,8 +18,8 @@ def celery_env(redis: RedisServer, modules: str = "tests.tasks", **overrides: st
     return base_env(TASK_BACKEND="celery", REDIS_URL=redis.url, TASK_MODULES=modules, **overrides)
 
 
-def celery_settings(redis: RedisServer, modules: str = "tests.tasks", **overrides: object) -> TaskSettings:
-    return TaskSettings(backend="celery", redis_url=redis.url, modules=modules, **overrides)  # type: ignore[arg-type]
+def celery_settings(redis: RedisServer, modules: str = "tests.tasks", **overrides: object) -> CelerySettings:
+    return CelerySettings(backend="celery", redis_url=redis.url, modules=modules, **overrides)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager

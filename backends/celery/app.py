@@ -16,13 +16,13 @@ from backends.celery.beat import beat_schedule
 from backends.celery.config import create_celery_app, import_task_modules
 from backends.celery.flower_guard import guard_flower
 from backends.celery.service import CeleryTaskService
+from backends.celery.settings import CelerySettings
 from backends.celery.worker_task import register_tasks
 from taskservice.factory import set_task_service
 from taskservice.periodic import periodic_tasks
 from taskservice.registry import registered_tasks
-from taskservice.settings import TaskSettings
 
-settings = TaskSettings()
+settings = CelerySettings()
 guard_flower(sys.argv, os.environ, settings)
 import_task_modules(settings.module_names)
 

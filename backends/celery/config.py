@@ -32,8 +32,8 @@ from typing import Any
 
 from celery import Celery
 
+from backends.celery.settings import CelerySettings
 from backends.celery.store.messages import DEFAULT_QUEUE
-from taskservice.settings import TaskSettings
 
 
 class TaskServiceCelery(Celery):  # type: ignore[misc]  # celery ships no type hints
@@ -42,7 +42,7 @@ class TaskServiceCelery(Celery):  # type: ignore[misc]  # celery ships no type h
     backend_cls = "backends.celery.result_backend:RecordingRedisBackend"
 
 
-def lease_ms(settings: TaskSettings) -> int:
+def lease_ms(settings: CelerySettings) -> int:
     """How long a running task's lease lasts without a refresh (a quarter of the visibility timeout, 1-30 s).
 
     Shorter than the visibility timeout, so a message redelivered because its worker died finds
@@ -51,7 +51,7 @@ def lease_ms(settings: TaskSettings) -> int:
     return int(min(30.0, max(1.0, settings.visibility_timeout_s / 4)) * 1000)
 
 
-def celery_config(settings: TaskSettings) -> dict[str, Any]:
+def celery_config(settings: CelerySettings) -> dict[str, Any]:
     """Celery settings derived from ``TaskSettings``."""
     timeout_s = settings.redis_timeout_s
     visibility_s = settings.visibility_timeout_s
@@ -91,7 +91,7 @@ def celery_config(settings: TaskSettings) -> dict[str, Any]:
     }
 
 
-def create_celery_app(settings: TaskSettings, *, set_as_current: bool = False) -> Any:
+def create_celery_app(settings: CelerySettings, *, set_as_current: bool = False) -> Any:
     """A configured Celery app (no tasks registered yet); the worker step that dispatches schedules included."""
     from backends.celery.dispatcher import ScheduleDispatcher
 

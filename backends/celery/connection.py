@@ -10,13 +10,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from backends.celery.settings import CelerySettings
 from taskservice.errors import BackendUnavailable
-from taskservice.settings import TaskSettings
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
-def connect_redis(settings: TaskSettings) -> redis.Redis:
+def connect_redis(settings: CelerySettings) -> redis.Redis:
     """A client that gives up within ``TASK_REDIS_TIMEOUT_S``: one quick retry for a dropped connection only."""
     return redis.Redis.from_url(
         settings.redis_url,
@@ -35,7 +35,7 @@ def safe_url(url: str) -> str:
 
 
 @contextlib.contextmanager
-def reaching_redis(settings: TaskSettings) -> Iterator[None]:
+def reaching_redis(settings: CelerySettings) -> Iterator[None]:
     """Turn a Redis connection failure into ``BackendUnavailable`` saying what to check."""
     try:
         yield

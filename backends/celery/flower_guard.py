@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import MutableMapping, Sequence
 
-from taskservice.settings import TaskSettings
+from backends.celery.settings import CelerySettings
 
 # celery's global options that take a value: what follows them is not the sub-command
 _VALUED_OPTIONS = frozenset({"-A", "--app", "-b", "--broker", "--result-backend", "--loader", "--config", "--workdir"})
@@ -39,7 +39,7 @@ def _has_option(argv: Sequence[str], *names: str) -> bool:
     return any(arg in names or arg.split("=", 1)[0] in names for arg in argv)
 
 
-def guard_flower(argv: Sequence[str], environ: MutableMapping[str, str], settings: TaskSettings) -> None:
+def guard_flower(argv: Sequence[str], environ: MutableMapping[str, str], settings: CelerySettings) -> None:
     """Before ``celery ... flower`` starts: insist on credentials, default to loopback; ``SystemExit`` if refused."""
     if celery_subcommand(argv) != "flower":
         return

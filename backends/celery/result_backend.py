@@ -21,12 +21,15 @@ from celery.backends.redis import RedisBackend
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from backends.celery.config import lease_ms
+from backends.celery.settings import CelerySettings
 from backends.celery.states import PROGRESS, status_of_state
 from backends.celery.store.records import TaskRecords
+from taskservice import attempts
+from taskservice.attempts import Outcome
 from taskservice.models import FINAL_STATUSES, TaskStatus
-from taskservice.settings import TaskSettings
 
-RETRY_REQUEST_ATTRIBUTE = "taskservice_retry"  # (due in epoch seconds, message) the runner leaves on the request
+RETRY_REQUEST_ATTRIBUTE = "taskservice_retry"  # (due in epoch seconds, message) the worker task leaves on the request
+OUTCOME_REQUEST_ATTRIBUTE = "taskservice_outcome"  # the attempt core's Outcome, left on the request
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,14 +40,14 @@ class RecordChange:
 
 
 def describe_error(exc: Any) -> str:
-    """``"ExceptionType: message"``; a time limit says it timed out."""
-    if isinstance(exc, TimeLimitExceeded):
-        return f"TimeoutError: the task timed out (hard time limit of {exc.args[0] if exc.args else '?'} s)"
-    if isinstance(exc, SoftTimeLimitExceeded):
-        return "TimeoutError: the task timed out (soft time limit)"
+    """The core's ``"ExceptionType: message"`` for an exception Celery stores without the worker task's outcome
+    (a hard time limit, a lost worker); a time limit says it timed out."""
+    if isinstance(exc, TimeLimitExceeded | SoftTimeLimitExceeded):
+        limit = exc.args[0] if exc.args and isinstance(exc.args[0], int | float) else None
+        return attempts.timeout_error(limit) if limit is not None else "TimeoutError: task timed out"
     if isinstance(exc, BaseException):
-        return f"{type(exc).__name__}: {exc}"
-    return str(exc)
+        return attempts.describe_error(exc)
+    return attempts.clean_text(str(exc), attempts.MAX_ERROR_CHARS)
 
 
 def record_change(result: Any, state: str, traceback: str | None, request: Any) -> RecordChange:
@@ -56,15 +59,21 @@ def record_change(result: Any, state: str, traceback: str | None, request: Any) 
         return RecordChange("progress", {**progress, "progress_message": None if message is None else str(message)})
     if status is None or status not in FINAL_STATUSES | {TaskStatus.RETRYING}:
         return RecordChange("meta")
+    outcome: Outcome | None = getattr(request, OUTCOME_REQUEST_ATTRIBUTE, None)
+    if outcome is not None:
+        error, trace = outcome.error, outcome.traceback
+    else:
+        error = describe_error(result)
+        trace = attempts.clean_text(traceback, attempts.MAX_TRACEBACK_CHARS) if traceback else None
     if status == TaskStatus.RETRYING:
         due, message = getattr(request, RETRY_REQUEST_ATTRIBUTE, None) or (None, None)
-        fields = {"status": status.value, "error": describe_error(result), "traceback": traceback, "message": message}
+        fields = {"status": status.value, "error": error, "traceback": trace, "message": message}
         return RecordChange("retry", {name: value for name, value in fields.items() if value is not None}, due)
     fields = {"status": status.value, "finished_at": str(time.time_ns() // 1000), "message": None}
     if status == TaskStatus.SUCCEEDED:
         fields.update(result="null" if result is None else json.dumps(result, default=repr), error=None, traceback=None)
     elif status == TaskStatus.FAILED:
-        fields.update(error=describe_error(result), traceback=traceback)
+        fields.update(error=error, traceback=trace)
     return RecordChange("final", fields)
 
 
@@ -75,8 +84,8 @@ class RecordingRedisBackend(RedisBackend):  # type: ignore[misc]  # celery ships
         super().__init__(app=app, url=url or app.conf.result_backend, **kwargs)
 
     @cached_property
-    def taskservice_settings(self) -> TaskSettings:
-        return getattr(self.app, "taskservice_settings", None) or TaskSettings()
+    def taskservice_settings(self) -> CelerySettings:
+        return getattr(self.app, "taskservice_settings", None) or CelerySettings()
 
     @cached_property
     def records(self) -> TaskRecords:

@@ -1,11 +1,10 @@
 """``CeleryTaskService``: tasks run in Celery workers, with Redis as broker, result store and record store.
 
 The API side never goes through ``apply_async``: ``enqueue`` writes the task record and pushes
-Celery's own message in one Redis round trip (``celery_records``, ``celery_messages``), and
+Celery's own message in one Redis round trip (``TaskRecords.insert``, ``task_message``), and
 ``get_status`` reads the record, so an unknown id is ``TaskNotFound`` and a far-future
-schedule never sits in the broker. Workers run the tasks through ``celery_runner``; the
-result backend (``celery_result_backend``) keeps record and Celery result in step.
-
+schedule never sits in the broker. Workers run the tasks through ``RecordedTask``; the
+result backend (``RecordingRedisBackend``) keeps record and Celery result in step.
 """
 
 from __future__ import annotations
@@ -16,12 +15,11 @@ import threading
 from typing import Any
 
 from backends.celery.connection import connect_redis, reaching_redis
+from backends.celery.settings import CelerySettings
 from backends.celery.store.messages import DEFAULT_QUEUE, revoked_meta, task_message
 from backends.celery.store.records import TaskRecords
-from taskservice.errors import TaskNotFound
 from taskservice.models import TaskResult, TaskStatus
-from taskservice.service import TaskCall, TaskService
-from taskservice.settings import TaskSettings
+from taskservice.service import TaskCall, TaskQuery, TaskService
 
 log = logging.getLogger("taskservice.celery")
 
@@ -30,9 +28,11 @@ class CeleryTaskService(TaskService):
     """Tasks run in Celery workers (``celery -A backends.celery_app worker``); Redis keeps everything."""
 
     backend_name = "celery"
+    settings_class = CelerySettings
+    settings: CelerySettings
     cancels_running_tasks = False  # a running task is never killed mid-way; cancel() says False
 
-    def __init__(self, settings: TaskSettings | None = None) -> None:
+    def __init__(self, settings: CelerySettings | None = None) -> None:
         super().__init__(settings)
         self._client = connect_redis(self.settings)
         self.records = TaskRecords(self._client, self.settings.result_ttl_s)
@@ -52,26 +52,29 @@ class CeleryTaskService(TaskService):
         with reaching_redis(self.settings):
             self.records.insert(call, message, queue_name)
 
-    def get_status(self, task_id: str) -> TaskResult:
+    def _read(self, task_id: str) -> TaskResult | None:
         with reaching_redis(self.settings):
-            snapshot = self.records.read(task_id)
-        if snapshot is None:
-            raise TaskNotFound(task_id)
-        return snapshot
+            return self.records.read(task_id)
 
-    def cancel(self, task_id: str) -> bool:
+    def _cancel(self, task_id: str) -> bool | None:
         """Mark it cancelled in Redis (workers check before running, across restarts), then revoke it too."""
         with reaching_redis(self.settings):
             cancelled = self.records.cancel(task_id, revoked_meta(task_id), int(self.settings.result_ttl_s))
-        if cancelled is None:
-            raise TaskNotFound(task_id)
         if cancelled:
             self._revoke_soon(task_id)
         return cancelled
 
-    def list_tasks(self, status: TaskStatus | None = None, limit: int = 100) -> list[TaskResult]:
+    def _list(self, query: TaskQuery) -> list[TaskResult]:
         with reaching_redis(self.settings):
-            return self.records.recent(status, limit)
+            return self.records.recent(query)
+
+    def _retry_source(self, task_id: str) -> tuple[TaskStatus, TaskCall] | None:
+        with reaching_redis(self.settings):
+            return self.records.retry_source(task_id)
+
+    def _link_retry(self, original_id: str, retry_id: str) -> None:
+        with reaching_redis(self.settings):
+            self.records.link_retry(original_id, retry_id)
 
     def close(self) -> None:
         with self._revoke_lock:
@@ -92,7 +95,7 @@ class CeleryTaskService(TaskService):
             self._revocations.put(task_id)
 
 
-def _revoke_loop(settings: TaskSettings, pending: queue.SimpleQueue[str | None]) -> None:
+def _revoke_loop(settings: CelerySettings, pending: queue.SimpleQueue[str | None]) -> None:
     from backends.celery.config import create_celery_app
 
     app: Any = create_celery_app(settings)

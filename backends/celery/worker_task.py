@@ -5,8 +5,9 @@ claims the task in Redis (one round trip): a cancelled or finished task is not r
 a message redelivered while the task still runs elsewhere (its lease is live) is parked until
 that lease would have expired, then looked at again, so two copies never run at once and a
 killed worker's task is never dropped. While the body runs, the worker process refreshes the
-lease. Failures are retried with exponential back-off and jitter through the schedule set,
-never through a Celery countdown the broker would redeliver (see ``celery_config``).
+lease. How an attempt ended, and whether and when it is retried, is the attempt core's decision
+(``taskservice.attempts``), as on every backend; a retry waits in the schedule set, never in a
+Celery countdown the broker would redeliver (see ``lease_ms``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -26,25 +26,20 @@ from typing import Any, ClassVar
 from celery import Task as CeleryTask
 from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 
-from backends.celery.result_backend import RETRY_REQUEST_ATTRIBUTE
+from backends.celery.result_backend import OUTCOME_REQUEST_ATTRIBUTE, RETRY_REQUEST_ATTRIBUTE
 from backends.celery.states import PROGRESS
 from backends.celery.store.messages import DEFAULT_QUEUE, task_message
 from backends.celery.store.records import ClaimDefaults, TaskRecords
-from taskservice.codec import encode_result
+from taskservice import attempts
+from taskservice.attempts import AttemptInfo, attempt_scope
 from taskservice.errors import TaskConflict
-from taskservice.progress import current_reporter
+from taskservice.models import TaskStatus
 from taskservice.registry import Task
+from taskservice.task_context import current_reporter
 
 log = logging.getLogger("taskservice.celery")
 
 REDELIVERY_MARGIN_S = 0.5  # look again this long after a busy task's lease would have expired
-MAX_RETRY_DELAY_S = 3600.0
-
-
-def retry_delay_s(retry_backoff_s: float, attempt: int) -> float:
-    """Back-off before the next attempt: ``retry_backoff * 2**(attempt-1)``, jittered down to half of it."""
-    nominal = min(retry_backoff_s * 2.0 ** (attempt - 1), MAX_RETRY_DELAY_S)
-    return nominal * random.uniform(0.5, 1.0)
 
 
 class LeaseKeeper:
@@ -162,27 +157,39 @@ class RecordedTask(CeleryTask):  # type: ignore[misc]  # celery ships no type hi
             log.info("taskservice: task %s is already %s; not run again", request.id, claim.verdict)
             raise Ignore()
 
+        info = AttemptInfo(
+            request.id, self.name, claim.attempts, claim.max_retries, claim.retry_backoff_s, claim.timeout_s
+        )
         LEASES.hold(records, request.id, lease)
         reporter_token = current_reporter.set(self._reporter(request.id))
+        failure: BaseException | None = None
         try:
-            try:
-                if self.handle.is_async:
-                    value = _LOOP.run(self.handle.func(*args, **kwargs))
-                else:
-                    value = self.handle.func(*args, **kwargs)
-            except SoftTimeLimitExceeded as exc:
-                raise TimeoutError(f"task {self.name!r} timed out after {claim.timeout_s or 0:g} s") from exc
-            return encode_result(self.name, value)
-        except Exception as exc:
-            if claim.attempts > claim.max_retries:
-                raise
-            delay_s = retry_delay_s(claim.retry_backoff_s, claim.attempts)
-            message = self._message(args, kwargs, queue, claim.attempts)
-            setattr(request, RETRY_REQUEST_ATTRIBUTE, (time.time() + delay_s, message))
-            raise Retry(exc=exc, when=round(delay_s, 3)) from exc
+            with attempt_scope(info, claim.headers):
+                value = (
+                    _LOOP.run(self.handle.func(*args, **kwargs))
+                    if self.handle.is_async
+                    else self.handle.func(*args, **kwargs)
+                )
+            outcome = attempts.succeeded(info, value)
+        except SoftTimeLimitExceeded as exc:
+            outcome, failure = attempts.timed_out(info, exception=exc), exc
+        except (Exception, asyncio.CancelledError) as exc:  # every exception of a task is recorded on it
+            outcome, failure = attempts.failed(info, exc), exc
         finally:
             current_reporter.reset(reporter_token)
             LEASES.release(request.id)
+        # The result backend stores the core's words for the record (error, traceback), not its own.
+        setattr(request, OUTCOME_REQUEST_ATTRIBUTE, outcome)
+        if outcome.status is TaskStatus.SUCCEEDED:
+            return outcome.result
+        if failure is None:  # the body returned a value that cannot be stored: fail with the core's error
+            failure = TypeError(outcome.error or "the result cannot be stored")
+        if outcome.status is TaskStatus.RETRYING:
+            delay_s = outcome.retry_delay_s or 0.0
+            message = self._message(args, kwargs, queue, claim.attempts)
+            setattr(request, RETRY_REQUEST_ATTRIBUTE, (time.time() + delay_s, message))
+            raise Retry(exc=failure, when=round(delay_s, 3)) from failure
+        raise failure
 
     def _claim_defaults(self, queue: str) -> ClaimDefaults:
         options = self.handle.default_options

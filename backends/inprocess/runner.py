@@ -3,8 +3,8 @@
 Everything here runs on the home loop's thread, except ``dispatch`` (any thread) and the body
 of a sync task (a pool thread). Per task: claim it in the store (in batches), run one attempt
 in a fresh ``contextvars.Context`` with decoded copies of its arguments, then record the
-outcome (in batches, once per loop iteration). A failed attempt with retries left is retried
-after ``task_outcomes.retry_delay_s``.
+outcome (in batches, once per loop iteration). How an attempt ended, and whether and when it is
+retried, is the attempt core's decision (``taskservice.attempts``), as on every backend.
 
 Timeouts: an async attempt past ``timeout`` is cancelled; a sync one cannot be, so its failure
 is recorded at the deadline (with the thread's stack) and the thread finishes in the
@@ -23,22 +23,17 @@ import dataclasses
 import functools
 import logging
 import threading
+from typing import Any
 
-from backends.inprocess.outcomes import (
-    failure,
-    interrupted,
-    success,
-    thread_timed_out,
-    utcnow,
-    within,
-)
-from backends.inprocess.store.base import Outcome, TaskStore
+from backends.inprocess.outcomes import AttemptTimedOut, thread_stack, utcnow, within
+from backends.inprocess.settings import InProcessSettings
+from backends.inprocess.store.base import INTERRUPTED_BY_STOP, TaskStore
 from backends.inprocess.threads import TaskThreadPool
-from taskservice.failures import retry_delay_s
+from taskservice import attempts
+from taskservice.attempts import AttemptInfo, Outcome, attempt_scope
 from taskservice.models import TaskStatus
-from taskservice.progress import current_reporter
 from taskservice.service import TaskCall
-from taskservice.settings import TaskSettings
+from taskservice.task_context import current_reporter
 
 log = logging.getLogger("taskservice")
 
@@ -54,16 +49,18 @@ INBOX_STREAM_SIZE = 8  # a drain that found this many calls means a stream is co
 class _ThreadAttempt:
     call: TaskCall
     attempt: int
+    info: AttemptInfo
     thread_id: int | None = None
-    settled: bool = False  # its outcome is decided (finished, timed out or cut off)
+    settled: bool = False  # its outcome is decided (finished, timed out or cut off); guarded by lock
     timed_out: bool = False
     timer: asyncio.TimerHandle | None = None
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
 class InProcessRunner:
     """Runs tasks for one service run, bounded by ``async_concurrency`` and ``thread_concurrency``."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, store: TaskStore, settings: TaskSettings) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, store: TaskStore, settings: InProcessSettings) -> None:
         self._loop = loop
         self._store = store
         self._async_limit = settings.async_concurrency
@@ -176,30 +173,33 @@ class InProcessRunner:
 
     async def _run_async(self, call: TaskCall, attempt: int) -> None:
         current_reporter.set(functools.partial(self._store.report_progress, call.id, attempt))
+        info = call.attempt_info(attempt)
         timeout = call.options.timeout
-        retryable = True
         try:
-            args, kwargs = call.arguments.decoded_copy()
-            if timeout is None:
-                value = await call.task.func(*args, **kwargs)
-            else:
-                value = await within(call.task.func(*args, **kwargs), timeout)
-            outcome = success(call, attempt, value)
+            with attempt_scope(info, call.headers):
+                args, kwargs = call.arguments.decoded_copy()
+                if timeout is None:
+                    value = await call.task.func(*args, **kwargs)
+                else:
+                    value = await within(call.task.func(*args, **kwargs), timeout)
+            outcome = attempts.succeeded(info, value)
+        except AttemptTimedOut as exc:
+            outcome = attempts.timed_out(info, exception=exc)
         except asyncio.CancelledError as exc:
             if self._cutting_off:
-                outcome, retryable = interrupted(call, attempt), False
+                outcome = attempts.interrupted(info, INTERRUPTED_BY_STOP)
             else:  # cancelled from inside the task: a failure like any other
-                outcome = failure(call, attempt, exc)
+                outcome = attempts.failed(info, exc)
         except BaseException as exc:  # every exception of a task is recorded on it
-            outcome = failure(call, attempt, exc)
+            outcome = attempts.failed(info, exc)
         finally:
             del self._async_attempts[call.id]
-        self._settle(call, outcome, retryable)
+        self._settle(call, outcome)
 
     # -- sync attempts --------------------------------------------------------------------
 
     def _start_thread(self, call: TaskCall, attempt: int) -> None:
-        job = _ThreadAttempt(call, attempt)
+        job = _ThreadAttempt(call, attempt, call.attempt_info(attempt))
         self._threads_busy += 1
         self._thread_attempts.add(job)
         context = contextvars.Context()
@@ -208,7 +208,8 @@ class InProcessRunner:
         except RuntimeError as exc:  # the pool is shut down
             self._threads_busy -= 1
             self._thread_attempts.discard(job)
-            self._settle(call, failure(call, attempt, exc), retryable=False)
+            job.settled = True
+            self._settle(call, attempts.failed(job.info, exc, retryable=False))
             return
         if call.options.timeout is not None:
             job.timer = self._loop.call_later(call.options.timeout, self._thread_timed_out, job)
@@ -218,46 +219,48 @@ class InProcessRunner:
         job.thread_id = threading.get_ident()
         call = job.call
         current_reporter.set(functools.partial(self._store.report_progress, call.id, job.attempt))
+        failure: BaseException | None = None
+        value: Any = None
         try:
-            args, kwargs = call.arguments.decoded_copy()
-            outcome = success(call, job.attempt, call.task.func(*args, **kwargs))
+            with attempt_scope(job.info, call.headers):
+                args, kwargs = call.arguments.decoded_copy()
+                value = call.task.func(*args, **kwargs)
         except BaseException as exc:  # every exception of a task is recorded on it
-            outcome = failure(call, job.attempt, exc)
+            failure = exc
+        outcome: Outcome | None = None
+        with job.lock:  # the timeout, on the loop, may have decided this attempt already
+            if not job.settled:
+                job.settled = True
+                outcome = attempts.succeeded(job.info, value) if failure is None else attempts.failed(job.info, failure)
         with contextlib.suppress(RuntimeError):  # a closed loop: the stop already recorded this task
             self._loop.call_soon_threadsafe(self._thread_done, job, outcome)
 
-    def _thread_done(self, job: _ThreadAttempt, outcome: Outcome) -> None:
+    def _thread_done(self, job: _ThreadAttempt, outcome: Outcome | None) -> None:
         self._threads_busy -= 1
         if job.timed_out:
             self._threads_abandoned -= 1
         self._thread_attempts.discard(job)
         if job.timer is not None:
             job.timer.cancel()
-        if job.settled:  # timed out or cut off earlier: the record already says so
+        if outcome is None:  # timed out or cut off earlier: the record already says so
             self._schedule_pump()
             return
-        job.settled = True
-        self._settle(job.call, outcome, retryable=True)
+        self._settle(job.call, outcome)
 
     def _thread_timed_out(self, job: _ThreadAttempt) -> None:
-        if job.settled:
-            return
-        job.settled = job.timed_out = True
+        with job.lock:
+            if job.settled:
+                return
+            job.settled = job.timed_out = True
+            outcome = attempts.timed_out(job.info, stack=thread_stack(job.thread_id))
         self._threads_abandoned += 1
-        self._settle(job.call, thread_timed_out(job.call, job.attempt, job.thread_id), retryable=True)
+        self._settle(job.call, outcome)
 
     # -- outcomes -------------------------------------------------------------------------
 
-    def _settle(self, call: TaskCall, outcome: Outcome, retryable: bool) -> None:
-        retry = (
-            retryable
-            and self.accepting
-            and outcome.status is TaskStatus.FAILED
-            and outcome.attempt <= call.options.max_retries
-        )
-        if retry:
-            outcome.status = TaskStatus.RETRYING
-        self._outcomes.append((outcome, call if retry else None))
+    def _settle(self, call: TaskCall, outcome: Outcome) -> None:
+        retry = call if outcome.status is TaskStatus.RETRYING else None
+        self._outcomes.append((outcome, retry))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -278,8 +281,8 @@ class InProcessRunner:
             return
         for outcome, retry in pending:
             if retry is not None and self.accepting:  # armed only once the record says retrying
-                delay = retry_delay_s(retry.options.retry_backoff, outcome.attempt)
-                self._retry_timers[retry.id] = self._loop.call_later(delay, self._retry_due, retry)
+                delay_s = outcome.retry_delay_s or 0.0
+                self._retry_timers[retry.id] = self._loop.call_later(delay_s, self._retry_due, retry)
 
     def _retry_due(self, call: TaskCall) -> None:
         self._retry_timers.pop(call.id, None)
@@ -309,9 +312,11 @@ class InProcessRunner:
         if running:
             await asyncio.wait(running, timeout=1.0)
         for job in self._thread_attempts:
-            if not job.settled:
+            with job.lock:
+                if job.settled:
+                    continue
                 job.settled = True
-                self._settle(job.call, interrupted(job.call, job.attempt), retryable=False)
+            self._settle(job.call, attempts.interrupted(job.info, INTERRUPTED_BY_STOP))
         self._flush()
         self._threads.shutdown()
 

@@ -16,19 +16,23 @@ import asyncio
 import logging
 import math
 import threading
-import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from backends.inprocess.outcomes import utcnow
 from backends.inprocess.runner import InProcessRunner
-from backends.inprocess.store.base import TaskStore
-from taskservice.codec import encode_arguments
+from backends.inprocess.settings import InProcessSettings
+from backends.inprocess.store.base import Ended, TaskStore
+from taskservice import attempts
+from taskservice.attempts import AttemptInfo
 from taskservice.periodic import PeriodicTask, periodic_tasks
-from taskservice.registry import resolve_task
 from taskservice.service import TaskCall
-from taskservice.settings import TaskSettings
 
 log = logging.getLogger("taskservice")
+
+# ``TaskService._prepare``: (task or name, run_at, args, kwargs) -> a validated call
+Prepare = Callable[[Any, datetime | None, tuple[Any, ...], dict[str, Any]], TaskCall]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -56,14 +60,16 @@ class InProcessScheduler:
         loop: asyncio.AbstractEventLoop,
         runner: InProcessRunner,
         store: TaskStore,
-        settings: TaskSettings,
+        settings: InProcessSettings,
         heartbeat_interval_s: float,
+        prepare: Prepare,
     ) -> None:
         self._loop = loop
         self._runner = runner
         self._store = store
         self._settings = settings
         self._heartbeat_interval_s = heartbeat_interval_s
+        self._prepare = prepare
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._periodic_timers: dict[str, asyncio.TimerHandle] = {}
         self._upkeep: asyncio.Task[None] | None = None
@@ -139,16 +145,7 @@ class InProcessScheduler:
             return
         self._arm_periodic(periodic, max(slot, utcnow()))  # first, so one bad firing cannot end the schedule
         try:
-            handle = resolve_task(periodic.task_name)
-            arguments = encode_arguments(handle.name, handle.func, (), {}, self._settings.max_payload_bytes)
-            call = TaskCall(
-                id=str(uuid.uuid4()),
-                task=handle,
-                arguments=arguments,
-                options=handle.default_options,
-                enqueued_at=utcnow(),
-                run_at=None,
-            )
+            call = self._prepare(periodic.task_name, None, (), {})  # the same checks as any enqueue
             if self._store.claim_periodic_slot(call, slot):
                 self._runner.dispatch_here(call)
         except Exception:
@@ -167,7 +164,9 @@ class InProcessScheduler:
             if now >= next_beat:
                 next_beat = now + beat_every_s
                 try:
-                    self._take_over(self._store.heartbeat())
+                    adopted = self._store.heartbeat()
+                    report_ended(self._store.take_ended())
+                    self._take_over(adopted)
                 except Exception:
                     log.exception("taskservice: heartbeat of the task store failed")
             if now >= next_prune:
@@ -179,3 +178,9 @@ class InProcessScheduler:
                     await asyncio.to_thread(self._store.prune, cutoff)
                 except Exception:
                     log.exception("taskservice: pruning finished tasks failed")
+
+
+def report_ended(ended: list[Ended]) -> None:
+    """Tasks a store ended by itself (a stop, a dead run): one ERROR line each, and the hooks, like any failure."""
+    for task in ended:
+        attempts.interrupted(AttemptInfo(task.task_id, task.name, task.attempt), task.error)

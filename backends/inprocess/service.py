@@ -31,14 +31,15 @@ from typing import ClassVar
 from backends.inprocess.outcomes import utcnow
 from backends.inprocess.process_identity import RunOwner
 from backends.inprocess.runner import InProcessRunner
-from backends.inprocess.scheduler import InProcessScheduler
+from backends.inprocess.scheduler import InProcessScheduler, report_ended
 from backends.inprocess.server_workers import several_workers
+from backends.inprocess.settings import InProcessSettings
 from backends.inprocess.store import open_task_store
 from backends.inprocess.store.base import TaskStore
-from taskservice.errors import ServiceStopped, TaskNotFound, UnsafeConfiguration
+from taskservice.errors import ServiceStopped, UnsafeConfiguration
 from taskservice.models import TaskResult, TaskStatus
 from taskservice.request_scope import defer_until_response_sent
-from taskservice.service import TaskCall, TaskService
+from taskservice.service import TaskCall, TaskQuery, TaskService
 from taskservice.settings import TaskSettings
 
 log = logging.getLogger("taskservice")
@@ -84,7 +85,7 @@ class _Run:
         self.owner = RunOwner.for_this_process()
         self.runner = InProcessRunner(loop, service.store, service.settings)
         self.scheduler = InProcessScheduler(
-            loop, self.runner, service.store, service.settings, service.heartbeat_interval_s
+            loop, self.runner, service.store, service.settings, service.heartbeat_interval_s, service._prepare
         )
         self.accepting = True
 
@@ -95,7 +96,9 @@ class _Run:
     def begin(self) -> None:
         """On the home loop's thread: recover what earlier runs left, then start the timers."""
         self.runner.bind()
-        self.scheduler.start(self.store.begin_run(self.owner))
+        adopted = self.store.begin_run(self.owner)
+        report_ended(self.store.take_ended())
+        self.scheduler.start(adopted)
 
     async def begin_async(self) -> None:
         self.begin()
@@ -119,7 +122,7 @@ class _Run:
     def end(self) -> None:
         """Record what the stop cut off, and let the store's connection go (a later read reopens it)."""
         try:
-            self.store.end_run(utcnow())
+            report_ended(self.store.end_run(utcnow()))
         finally:
             self.store.close()
 
@@ -148,6 +151,8 @@ class FastAPITaskService(TaskService):
     """Runs tasks in this process; records go to the ``TASK_STORE_URL`` store (``memory://`` or ``sqlite://``)."""
 
     backend_name: ClassVar[str] = "fastapi"
+    settings_class: ClassVar[type[TaskSettings]] = InProcessSettings
+    settings: InProcessSettings
     cancels_running_tasks: ClassVar[bool] = False  # a running thread cannot be stopped safely
 
     def __init__(self, settings: TaskSettings | None = None, *, heartbeat_interval_s: float = 5.0) -> None:
@@ -254,30 +259,29 @@ class FastAPITaskService(TaskService):
         if not defer_until_response_sent(lambda: run.start_call(call)):
             run.start_call(call)
 
-    def get_status(self, task_id: str) -> TaskResult:
-        """A snapshot of the task; ``TaskNotFound`` for an unknown (or pruned) id."""
+    def _read(self, task_id: str) -> TaskResult | None:
         self._recover_on_first_use()
-        result = self.store.get(task_id)
-        if result is None:
-            raise TaskNotFound(task_id)
-        return result
+        return self.store.get(task_id)
 
-    def cancel(self, task_id: str) -> bool:
-        """True if the task will never run; False if it is running or finished; ``TaskNotFound`` if unknown."""
+    def _cancel(self, task_id: str) -> bool | None:
         self._recover_on_first_use()
         cancelled = self.store.cancel(task_id, utcnow())
-        if cancelled is None:
-            raise TaskNotFound(task_id)
         run = self._run
         if cancelled and run is not None and run.usable:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile; the timer is gone with it
                 run.scheduler.disarm(task_id)
         return cancelled
 
-    def list_tasks(self, status: TaskStatus | None = None, limit: int = 100) -> list[TaskResult]:
-        """The most recently enqueued tasks, newest first."""
+    def _list(self, query: TaskQuery) -> list[TaskResult]:
         self._recover_on_first_use()
-        return self.store.list(status, limit) if limit > 0 else []
+        return self.store.list_tasks(query)
+
+    def _retry_source(self, task_id: str) -> tuple[TaskStatus, TaskCall] | None:
+        self._recover_on_first_use()
+        return self.store.retry_source(task_id)
+
+    def _link_retry(self, original_id: str, retry_id: str) -> None:
+        self.store.link_retry(original_id, retry_id)
 
     def _recover_on_first_use(self) -> None:
         """A shared store is recovered when a process first uses it, reads included."""

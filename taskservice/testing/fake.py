@@ -4,9 +4,10 @@ It is a real ``TaskService``: ``enqueue``/``schedule`` go through the same base 
 as every backend (``TaskService.enqueue`` -> ``_prepare`` -> ``_submit``), so a bad argument
 fails in a caller's unit test exactly as in production, and ``unique_key`` conflicts are
 raised among its active tasks. ``run_all``/``run_next``/``run`` then execute tasks the way
-a worker would, in the calling thread: on decoded copies of the arguments, results
-through JSON, failures recorded as ``"Type: message"`` with a traceback, retries per the
-task's options (without the waiting), ``set_progress`` recorded.
+a worker would, in the calling thread: on decoded copies of the arguments, with the
+attempt core (``taskservice.attempts``) deciding how each attempt ended, exactly as on the
+real backends (the same error text, results through JSON, retries per the task's options,
+without the waiting), and the same record transitions as the in-process memory store.
 
 ``installed_task_service`` and ``override_task_service`` swap a service in for a test.
 """
@@ -18,23 +19,24 @@ import concurrent.futures
 import contextlib
 import contextvars
 import dataclasses
+import sys
 import threading
-import time
-import traceback
+import traceback as traceback_module
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from taskservice.codec import Arguments, encode_result
-from taskservice.errors import TaskConflict, TaskNotFound
+from taskservice import attempts
+from taskservice.attempts import Outcome, attempt_scope
+from taskservice.errors import TaskNotFound
 from taskservice.factory import set_task_service
-from taskservice.failures import describe_error
 from taskservice.integration import task_service_dependency
+from taskservice.memory_records import MemoryRecord, MemoryRecords
 from taskservice.models import TaskResult, TaskStatus
-from taskservice.progress import current_reporter
 from taskservice.registry import Task, TaskOptions, resolve_task
-from taskservice.service import TaskCall, TaskService, utcnow
+from taskservice.service import TaskCall, TaskQuery, TaskService, utcnow
 from taskservice.settings import TaskSettings
+from taskservice.task_context import current_reporter
 
 ScheduledChoice = Literal["due", "all", "none"]
 S = TypeVar("S", bound=TaskService)
@@ -75,45 +77,6 @@ class RecordedCall:
         return text
 
 
-@dataclasses.dataclass(eq=False)
-class _Record:
-    """The fake's mutable bookkeeping of one task; handed out only as ``TaskResult`` snapshots."""
-
-    call: RecordedCall
-    arguments: Arguments
-    status: TaskStatus
-    result: Any = None
-    error: str | None = None
-    traceback: str | None = None
-    progress: float | None = None
-    progress_message: str | None = None
-    attempts: int = 0
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    progress_history: list[tuple[float, str | None]] = dataclasses.field(default_factory=list)
-
-    def snapshot(self) -> TaskResult:
-        return TaskResult(
-            id=self.call.id,
-            name=self.call.name,
-            status=self.status,
-            result=self.result,
-            error=self.error,
-            traceback=self.traceback,
-            progress=self.progress,
-            progress_message=self.progress_message,
-            attempts=self.attempts,
-            enqueued_at=self.call.enqueued_at,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            run_at=self.call.run_at,
-        )
-
-    @property
-    def ready_at(self) -> datetime:
-        return self.call.run_at if self.call.run_at is not None else self.call.enqueued_at
-
-
 class FakeTaskService(TaskService):
     """A ``TaskService`` for unit tests: records every call, runs tasks only on ``run_all``/``run_next``/``run``.
 
@@ -122,54 +85,58 @@ class FakeTaskService(TaskService):
 
     backend_name = "fake"
     cancels_running_tasks = False
+    runs_in_background = False
+    waits_between_retries = False
 
     def __init__(self, settings: TaskSettings | None = None, *, raise_errors: bool = False) -> None:
         super().__init__(settings)
         self.raise_errors = raise_errors
-        self._records: dict[str, _Record] = {}  # in enqueue order
+        self._records = MemoryRecords()  # the same transitions as the in-process memory store
+        self._progress: dict[str, list[tuple[float, str | None]]] = {}
         # Re-entrant: a task run by the fake may enqueue, or read its own status.
         self._lock = threading.RLock()
 
     # --- the TaskService contract -------------------------------------------------------
 
     def _submit(self, call: TaskCall) -> None:
-        args, kwargs = call.arguments.decoded_copy()
-        recorded = RecordedCall(
-            call.id, call.task.name, args, kwargs, call.options, call.enqueued_at, call.run_at, call.task
-        )
         with self._lock:
-            key = call.options.unique_key
-            if key is not None:
-                for record in self._records.values():
-                    if record.call.unique_key == key and record.status.is_active:
-                        raise TaskConflict(key, record.call.id)
-            self._records[call.id] = _Record(recorded, call.arguments, call.initial_status)
+            self._records.insert(call)
+            self._progress[call.id] = []
 
-    def get_status(self, task_id: str) -> TaskResult:
+    def _read(self, task_id: str) -> TaskResult | None:
         with self._lock:
-            return self._record(task_id).snapshot()
+            record = self._records.get(task_id)
+            return None if record is None else record.snapshot()
 
-    def cancel(self, task_id: str) -> bool:
+    def _cancel(self, task_id: str) -> bool | None:
         with self._lock:
-            record = self._record(task_id)
-            if record.status not in (TaskStatus.PENDING, TaskStatus.SCHEDULED):
-                return False
-            record.status = TaskStatus.CANCELLED
-            record.finished_at = utcnow()
-            return True
+            return self._records.cancel(task_id, utcnow())
 
-    def list_tasks(self, status: TaskStatus | None = None, limit: int = 100) -> list[TaskResult]:
+    def _list(self, query: TaskQuery) -> list[TaskResult]:
         with self._lock:
-            records = [r for r in reversed(self._records.values()) if status is None or r.status == status]
-            return [record.snapshot() for record in records[:limit]]
+            return [record.snapshot() for record in self._records.matching(query)]
+
+    def _retry_source(self, task_id: str) -> tuple[TaskStatus, TaskCall] | None:
+        with self._lock:
+            record = self._records.get(task_id)
+            return None if record is None else (record.status, record.call)
+
+    def _link_retry(self, original_id: str, retry_id: str) -> None:
+        with self._lock:
+            self._records.link_retry(original_id, retry_id)
 
     def wait(self, task_id: str, timeout_s: float = 30.0, poll_interval_s: float = 0.02) -> TaskResult:
         """Run the task now if it has not run yet (the fake has no worker to wait for); its final snapshot."""
         with self._lock:
-            runnable = self._record(task_id).status in (TaskStatus.PENDING, TaskStatus.SCHEDULED)
+            record = self._record(task_id)
+            runnable = record.status in (TaskStatus.PENDING, TaskStatus.SCHEDULED)
         if runnable:
             return self.run(task_id)
         return super().wait(task_id, timeout_s, poll_interval_s)  # running in another thread, or final
+
+    def drain(self, timeout_s: float = 30.0) -> None:
+        """Run everything that is due, including what those tasks enqueue (the fake's drain is ``run_all``)."""
+        self.run_all()
 
     # --- what was recorded --------------------------------------------------------------
 
@@ -177,7 +144,7 @@ class FakeTaskService(TaskService):
     def calls(self) -> list[RecordedCall]:
         """Every accepted ``enqueue`` and ``schedule`` call, oldest first."""
         with self._lock:
-            return [record.call for record in self._records.values()]
+            return [_recorded(record.call) for record in self._records.records.values()]
 
     def enqueued(self, task_or_name: Any = None) -> list[RecordedCall]:
         """The ``enqueue`` calls (of one task, given a ``@task`` or its name), oldest first."""
@@ -190,12 +157,14 @@ class FakeTaskService(TaskService):
     def progress_history(self, task_id: str) -> list[tuple[float, str | None]]:
         """Every ``set_progress(percent, message)`` the task reported, in order."""
         with self._lock:
-            return list(self._record(task_id).progress_history)
+            self._record(task_id)
+            return list(self._progress.get(task_id, []))
 
     def clear(self) -> None:
         """Forget every recorded call (for instance those made while setting a test up)."""
         with self._lock:
-            self._records.clear()
+            self._records = MemoryRecords()
+            self._progress.clear()
 
     # --- running on demand --------------------------------------------------------------
 
@@ -205,8 +174,8 @@ class FakeTaskService(TaskService):
         ``scheduled``: ``"due"`` runs scheduled tasks whose ``run_at`` has passed, ``"all"``
         runs them whatever their time, ``"none"`` runs only enqueued tasks.
         """
-        record = self._claim_next(scheduled)
-        return None if record is None else self._execute(record, raise_errors)
+        claimed = self._claim_next(scheduled)
+        return None if claimed is None else self._execute(*claimed, raise_errors)
 
     def run_all(
         self, *, scheduled: ScheduledChoice = "due", raise_errors: bool | None = None, max_runs: int = 1000
@@ -219,10 +188,10 @@ class FakeTaskService(TaskService):
         while True:
             if len(results) >= max_runs and self._next_runnable(scheduled) is not None:
                 raise RuntimeError(f"run_all ran {max_runs} tasks and more are waiting: does a task enqueue itself?")
-            record = self._claim_next(scheduled)
-            if record is None:
+            claimed = self._claim_next(scheduled)
+            if claimed is None:
                 return results
-            results.append(self._execute(record, raise_errors))
+            results.append(self._execute(*claimed, raise_errors))
 
     def run(self, task_id: str, *, raise_errors: bool | None = None) -> TaskResult:
         """Run this pending or scheduled task now (whatever its ``run_at``); its final snapshot."""
@@ -230,12 +199,13 @@ class FakeTaskService(TaskService):
             record = self._record(task_id)
             if record.status not in (TaskStatus.PENDING, TaskStatus.SCHEDULED):
                 raise ValueError(f"task {task_id} is {record.status.value}: only pending or scheduled tasks can run")
-            record.status = TaskStatus.RUNNING
-        return self._execute(record, raise_errors)
+            attempt = self._records.claim(task_id, utcnow())
+            assert attempt is not None
+        return self._execute(record, attempt, raise_errors)
 
     # --- internals ----------------------------------------------------------------------
 
-    def _record(self, task_id: str) -> _Record:
+    def _record(self, task_id: str) -> MemoryRecord:
         record = self._records.get(task_id)
         if record is None:
             raise TaskNotFound(task_id)
@@ -245,88 +215,119 @@ class FakeTaskService(TaskService):
         name = None if task_or_name is None else task_name_of(task_or_name)
         return [call for call in self.calls if name is None or call.name == name]
 
-    def _next_runnable(self, scheduled: ScheduledChoice) -> _Record | None:
+    def _next_runnable(self, scheduled: ScheduledChoice) -> MemoryRecord | None:
         if scheduled not in ("due", "all", "none"):
             raise ValueError(f"scheduled must be 'due', 'all' or 'none', got {scheduled!r}")
         now = utcnow()
         candidates = [
             record
-            for record in self._records.values()
+            for record in self._records.records.values()
             if record.status == TaskStatus.PENDING
             or (
                 record.status == TaskStatus.SCHEDULED
-                and (scheduled == "all" or (scheduled == "due" and record.ready_at <= now))
+                and (scheduled == "all" or (scheduled == "due" and _ready_at(record) <= now))
             )
         ]
-        return min(candidates, key=lambda record: record.ready_at, default=None)  # min is stable: FIFO on ties
+        return min(candidates, key=_ready_at, default=None)  # min is stable: FIFO on ties
 
-    def _claim_next(self, scheduled: ScheduledChoice) -> _Record | None:
+    def _claim_next(self, scheduled: ScheduledChoice) -> tuple[MemoryRecord, int] | None:
         with self._lock:
             record = self._next_runnable(scheduled)
-            if record is not None:
-                record.status = TaskStatus.RUNNING
-            return record
+            if record is None:
+                return None
+            attempt = self._records.claim(record.id, utcnow())
+            assert attempt is not None
+            return record, attempt
 
-    def _execute(self, record: _Record, raise_errors: bool | None) -> TaskResult:
-        """Run a claimed task to its final status, retrying per its options."""
-        options = record.call.options
-        failure: Exception | None = None
-        for attempt in range(1, options.max_retries + 2):
+    def _execute(self, record: MemoryRecord, attempt: int, raise_errors: bool | None) -> TaskResult:
+        """Run a claimed task to its final status, retrying per its options (without the waiting)."""
+        failure: BaseException | None = None
+        while True:
+            outcome, failure = self._attempt(record, attempt)
             with self._lock:
-                record.status = TaskStatus.RUNNING
-                record.attempts = attempt
-                if record.started_at is None:
-                    record.started_at = utcnow()
-            try:
-                value = self._attempt(record)
-            except Exception as exc:
-                failure = exc
+                self._records.record(outcome)
+                if outcome.status is not TaskStatus.RETRYING:
+                    snapshot = record.snapshot()
+                    break
+                next_attempt = self._records.claim(record.id, utcnow())
+            if next_attempt is None:  # cancelled between attempts
                 with self._lock:
-                    record.error = describe_error(exc)
-                    record.traceback = traceback.format_exc()
-                    record.status = TaskStatus.RETRYING if attempt <= options.max_retries else TaskStatus.FAILED
-                continue
-            failure = None
-            with self._lock:
-                record.status = TaskStatus.SUCCEEDED
-                record.result = value
-                record.error = record.traceback = None
-            break
-        with self._lock:
-            record.finished_at = utcnow()
-            snapshot = record.snapshot()
-        if failure is not None and (self.raise_errors if raise_errors is None else raise_errors):
+                    snapshot = record.snapshot()
+                break
+            attempt = next_attempt
+        raising = self.raise_errors if raise_errors is None else raise_errors
+        if failure is not None and snapshot.status is TaskStatus.FAILED and raising:
             raise failure
         return snapshot
 
-    def _attempt(self, record: _Record) -> Any:
-        """One run of the task body on fresh decoded arguments; the JSON-encoded result."""
-        handle = record.call.task
-        timeout_s = record.call.options.timeout
-        args, kwargs = record.arguments.decoded_copy()
+    def _attempt(self, record: MemoryRecord, attempt: int) -> tuple[Outcome, BaseException | None]:
+        """One run of the task body on fresh decoded arguments, decided by the attempt core."""
+        call = record.call
+        options = call.options
+        info = call.attempt_info(attempt)
+        args, kwargs = call.arguments.decoded_copy()
 
         def report(percent: float, message: str | None) -> None:
             with self._lock:
-                record.progress, record.progress_message = percent, message
-                record.progress_history.append((percent, message))
+                self._records.report_progress(call.id, attempt, percent, message)
+                self._progress.setdefault(call.id, []).append((percent, message))
 
         token = current_reporter.set(report)
         try:
-            if handle.is_async:
-                value = _run_coroutine(handle, args, kwargs, timeout_s)
-            else:
-                started = time.monotonic()
-                value = handle.func(*args, **kwargs)
-                # A sync body cannot be interrupted here; past its timeout it fails as it would in production.
-                if timeout_s is not None and time.monotonic() - started > timeout_s:
-                    raise _timed_out(timeout_s)
+            with attempt_scope(info, call.headers):
+                if call.task.is_async:
+                    value = _run_coroutine(call.task, args, kwargs, options.timeout)
+                else:
+                    value = _run_sync(call.task, args, kwargs, options.timeout)
+        except _TimedOut as exc:
+            return attempts.timed_out(info, stack=exc.stack), None
+        except BaseException as exc:  # every exception of a task is recorded on it
+            return attempts.failed(info, exc), exc
         finally:
             current_reporter.reset(token)
-        return encode_result(handle.name, value)
+        outcome = attempts.succeeded(info, value)
+        return outcome, None
 
 
-def _timed_out(timeout_s: float) -> TimeoutError:
-    return TimeoutError(f"task timed out after {timeout_s:g} s")
+class _TimedOut(Exception):
+    def __init__(self, stack: str | None) -> None:
+        super().__init__("timed out")
+        self.stack = stack
+
+
+def _recorded(call: TaskCall) -> RecordedCall:
+    args, kwargs = call.arguments.decoded_copy()
+    return RecordedCall(call.id, call.task.name, args, kwargs, call.options, call.enqueued_at, call.run_at, call.task)
+
+
+def _ready_at(record: MemoryRecord) -> datetime:
+    call = record.call
+    return call.run_at if call.run_at is not None else call.enqueued_at
+
+
+def _run_sync(handle: Task[..., Any], args: list[Any], kwargs: dict[str, Any], timeout_s: float | None) -> Any:
+    """Run a sync body here, or, with a timeout, on a thread that is left behind if it overruns (as in-process)."""
+    if timeout_s is None:
+        return handle.func(*args, **kwargs)
+    box: dict[str, Any] = {}
+    context = contextvars.copy_context()
+
+    def body() -> None:
+        try:
+            box["value"] = context.run(handle.func, *args, **kwargs)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=body, name=f"taskservice-fake-{handle.name}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        frame = sys._current_frames().get(thread.ident or 0)
+        stack = "".join(traceback_module.format_stack(frame)) if frame is not None else None
+        raise _TimedOut(stack)
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
 
 
 def _run_coroutine(handle: Task[..., Any], args: list[Any], kwargs: dict[str, Any], timeout_s: float | None) -> Any:
@@ -341,7 +342,7 @@ def _run_coroutine(handle: Task[..., Any], args: list[Any], kwargs: dict[str, An
                 return await handle.func(*args, **kwargs)
         except TimeoutError:
             if deadline.expired():  # not a TimeoutError the task raised itself
-                raise _timed_out(timeout_s) from None
+                raise _TimedOut(None) from None
             raise
 
     try:

@@ -21,16 +21,17 @@ from backends.celery.connection import reaching_redis, safe_url
 from backends.celery.dispatcher import ScheduleDispatcher
 from backends.celery.flower_guard import FLOWER_REFUSAL, celery_subcommand, guard_flower
 from backends.celery.result_backend import RecordingRedisBackend, record_change
+from backends.celery.settings import CelerySettings
 from backends.celery.states import PROGRESS, STATUS_OF_STATE, status_of_state
 from backends.celery.store.messages import hard_limit_s, task_message
-from backends.celery.worker_task import MAX_RETRY_DELAY_S, retry_delay_s
-from taskservice import BackendUnavailable, TaskSettings, TaskStatus
+from taskservice import BackendUnavailable, TaskStatus
+from taskservice.attempts import timeout_error
 from taskservice.cron import CronSchedule
 from taskservice.periodic import PeriodicTask
 
 
-def settings(**overrides: Any) -> TaskSettings:
-    return TaskSettings(backend="celery", redis_url="redis://:secret@127.0.0.1:6390/2", **overrides)
+def settings(**overrides: Any) -> CelerySettings:
+    return CelerySettings(backend="celery", redis_url="redis://:secret@127.0.0.1:6390/2", **overrides)
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -132,9 +133,9 @@ def test_failure_records_type_message_and_traceback() -> None:
     assert change.fields["traceback"] == "Traceback ..."
 
 
-def test_a_hard_time_limit_says_it_timed_out() -> None:
+def test_a_hard_time_limit_says_it_timed_out_in_the_core_s_words() -> None:
     error = str(record_change(TimeLimitExceeded(6.0), states.FAILURE, None, None).fields["error"])
-    assert error.startswith("TimeoutError: ") and "timed out" in error
+    assert error == timeout_error(6.0)
 
 
 def test_a_retry_carries_its_due_time_and_message() -> None:
@@ -155,14 +156,6 @@ def test_progress_and_revoke() -> None:
     revoked = record_change(Exception("revoked"), states.REVOKED, None, None)
     assert (revoked.mode, revoked.fields["status"]) == ("final", "cancelled")
     assert record_change({"pid": 1}, states.STARTED, None, None).mode == "meta"
-
-
-def test_retry_delays_grow_with_jitter_and_a_cap() -> None:
-    for attempt, nominal in ((1, 0.4), (2, 0.8), (3, 1.6)):
-        delays = [retry_delay_s(0.4, attempt) for _ in range(200)]
-        assert all(nominal / 2 <= delay <= nominal for delay in delays)
-        assert len(set(delays)) > 1, "jittered"
-    assert retry_delay_s(10.0, 40) <= MAX_RETRY_DELAY_S
 
 
 # --- errors ---------------------------------------------------------------------------------

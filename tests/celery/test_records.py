@@ -21,7 +21,7 @@ from backends.celery.store.records import ClaimDefaults, TaskRecords, to_seconds
 from taskservice import TaskConflict, TaskStatus
 from taskservice.codec import encode_arguments
 from taskservice.registry import Task
-from taskservice.service import TaskCall
+from taskservice.service import TaskCall, TaskQuery
 from tests import tasks
 from tests.processes import RedisServer, redis_server
 
@@ -111,7 +111,7 @@ def test_a_held_unique_key_refuses_the_second_task_and_writes_nothing(
     assert (caught.value.unique_key, caught.value.active_task_id) == ("project:1", first.id)
     assert records.read(second.id) is None
     assert client.llen("celery") == 1
-    assert [result.id for result in records.recent(None, 10)] == [first.id]
+    assert [result.id for result in records.recent(TaskQuery(limit=10))] == [first.id]
 
 
 def test_the_unique_key_frees_when_the_task_ends(records: TaskRecords, client: redis.Redis) -> None:
@@ -171,7 +171,7 @@ def test_a_message_sent_without_taskservice_gets_a_record_when_claimed(records: 
     assert snapshot is not None and (snapshot.name, snapshot.status, snapshot.attempts) == (
         "tests.add", TaskStatus.RUNNING, 1,
     )  # fmt: skip
-    assert [result.id for result in records.recent(None, 10)] == [task_id]
+    assert [result.id for result in records.recent(TaskQuery(limit=10))] == [task_id]
 
 
 def test_a_redelivered_task_whose_key_was_taken_meanwhile_conflicts(records: TaskRecords) -> None:
@@ -287,9 +287,9 @@ def test_recent_is_newest_first_filters_and_forgets_expired_records(records: Tas
     claim(records, calls[1].id)
     client.delete(records.record_key(calls[0].id))  # expired
 
-    assert [result.id for result in records.recent(None, 10)] == [call.id for call in reversed(calls[1:])]
-    assert [result.id for result in records.recent(TaskStatus.RUNNING, 10)] == [calls[1].id]
-    assert [result.id for result in records.recent(None, 2, page_size=1)] == [calls[4].id, calls[3].id]
+    assert [result.id for result in records.recent(TaskQuery(limit=10))] == [call.id for call in reversed(calls[1:])]
+    assert [result.id for result in records.recent(TaskQuery(status=TaskStatus.RUNNING, limit=10))] == [calls[1].id]
+    assert [result.id for result in records.recent(TaskQuery(limit=2), page_size=1)] == [calls[4].id, calls[3].id]
     assert client.zscore(records.index_key, calls[0].id) is None
 
 

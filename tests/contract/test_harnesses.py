@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskservice.factory import BACKENDS
+from taskservice.factory import BUILTIN_BACKENDS as BACKENDS
 from tests.harnesses import HARNESSES
 
 

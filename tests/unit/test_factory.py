@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from taskservice import TaskSettings, create_task_service, get_task_service, set_task_service
-from taskservice.factory import BACKENDS, load_backend_class
+from taskservice.factory import BUILTIN_BACKENDS as BACKENDS
+from taskservice.factory import load_backend_class
 from taskservice.testing import FakeTaskService
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -88,13 +89,21 @@ def test_backends_are_loaded_from_the_table(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_an_entry_that_is_not_a_task_service_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(BACKENDS, "broken", "json:JSONDecoder")
-    with pytest.raises(TypeError, match="json:JSONDecoder is not a TaskService"):
+    with pytest.raises(TypeError, match="json:JSONDecoder is not a TaskService subclass"):
         load_backend_class("broken")
 
 
 def test_an_unknown_backend_name_is_refused_with_the_choices() -> None:
-    with pytest.raises(ValueError, match="TASK_BACKEND must be one of fastapi, celery; got 'rq'"):
+    with pytest.raises(
+        ValueError, match=r"TASK_BACKEND must be one of fastapi, celery, or package.module:Class; got 'rq'"
+    ):
         load_backend_class("rq")
+
+
+def test_a_backend_outside_the_tree_is_loaded_from_a_dotted_path() -> None:
+    assert load_backend_class("taskservice.testing.fake:FakeTaskService") is FakeTaskService
+    with pytest.raises(ValueError, match=r"no module 'no_such_package\.backend' can be imported"):
+        load_backend_class("no_such_package.backend:Service")
 
 
 def test_create_task_service_passes_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,8 +18,8 @@ import pytest
 
 from backends.inprocess.service import FastAPITaskService
 from taskservice import TaskSettings, TaskStatus, task
-from taskservice.failures import MAX_RETRY_DELAY_S, retry_delay_s
-from taskservice.progress import current_reporter
+from taskservice.attempts import MAX_RETRY_DELAY_S, retry_delay_s
+from taskservice.task_context import current_reporter
 
 probe: contextvars.ContextVar[str] = contextvars.ContextVar("probe", default="unset")
 

@@ -65,9 +65,10 @@ def test_options_rejects_unknown_names() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"max_retries": -1}, "max_retries must be >= 0"),
-        ({"retry_backoff": -0.5}, "retry_backoff must be >= 0"),
-        ({"timeout": 0}, "timeout must be > 0"),
+        ({"max_retries": -1}, "max_retries must be between 0 and 1000"),
+        ({"max_retries": 5000}, "max_retries must be between 0 and 1000"),
+        ({"retry_backoff": -0.5}, "retry_backoff must be between 0 and 600"),
+        ({"timeout": 0}, "timeout must be a positive number"),
         ({"unique_key": ""}, "unique_key must be a non-empty string"),
     ],
 )

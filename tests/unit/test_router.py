@@ -82,7 +82,7 @@ def test_get_one_task(serve: Serve, fake_task_service: FakeTaskService) -> None:
     assert (done["id"], done["status"], done["result"], done["attempts"]) == (task_id, "succeeded", 5, 1)
     assert set(done) == {
         "id", "name", "status", "result", "error", "traceback", "progress", "progress_message",
-        "attempts", "enqueued_at", "started_at", "finished_at", "run_at",
+        "attempts", "enqueued_at", "started_at", "finished_at", "run_at", "args", "kwargs", "retry_of", "retried_as",
     }  # fmt: skip
 
 

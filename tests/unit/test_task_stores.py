@@ -28,7 +28,7 @@ from taskservice import TaskConflict, TaskStatus, task
 from taskservice.codec import encode_arguments
 from taskservice.errors import BackendUnavailable
 from taskservice.registry import Task
-from taskservice.service import TaskCall
+from taskservice.service import TaskCall, TaskQuery
 
 
 @task(name="tests.stores.add")
@@ -110,11 +110,16 @@ def test_list_is_newest_first_filtered_and_limited(store: TaskStore) -> None:
     store.claim([calls[1].id], now())
     store.record_outcomes([failed(calls[1])])
 
-    assert [r.id for r in store.list(None, 10)] == [c.id for c in reversed(calls)]
-    assert [r.id for r in store.list(None, 2)] == [calls[4].id, calls[3].id]
-    assert [r.id for r in store.list(TaskStatus.FAILED, 10)] == [calls[1].id]
-    assert [r.id for r in store.list(TaskStatus.PENDING, 10)] == [calls[4].id, calls[3].id, calls[2].id, calls[0].id]
-    assert store.list(TaskStatus.SUCCEEDED, 10) == []
+    assert [r.id for r in store.list_tasks(TaskQuery(limit=10))] == [c.id for c in reversed(calls)]
+    assert [r.id for r in store.list_tasks(TaskQuery(limit=2))] == [calls[4].id, calls[3].id]
+    assert [r.id for r in store.list_tasks(TaskQuery(status=TaskStatus.FAILED, limit=10))] == [calls[1].id]
+    assert [r.id for r in store.list_tasks(TaskQuery(status=TaskStatus.PENDING, limit=10))] == [
+        calls[4].id,
+        calls[3].id,
+        calls[2].id,
+        calls[0].id,
+    ]
+    assert store.list_tasks(TaskQuery(status=TaskStatus.SUCCEEDED, limit=10)) == []
 
 
 def test_claim_runs_each_task_once_and_counts_attempts(store: TaskStore) -> None:
@@ -250,7 +255,7 @@ def test_memory_store_stays_bounded_whatever_the_ttl() -> None:
         store.insert(call)
     store.claim([call.id for call in calls], now())
     store.record_outcomes([succeeded(call) for call in calls])
-    assert len(store.list(None, 100)) == 10
+    assert len(store.list_tasks(TaskQuery(limit=100))) == 10
     assert store.get(calls[0].id) is None and store.get(calls[-1].id) is not None
 
 

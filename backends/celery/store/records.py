@@ -20,9 +20,11 @@ from typing import Any
 import redis
 
 from backends.celery.store import scripts as celery_scripts
+from taskservice.codec import Arguments
 from taskservice.errors import TaskConflict
 from taskservice.models import TaskResult, TaskStatus
-from taskservice.service import TaskCall
+from taskservice.registry import Task, TaskOptions, registered_tasks
+from taskservice.service import TaskCall, TaskQuery
 
 KEY_PREFIX = "taskservice:"
 CELERY_META_PREFIX = "celery-task-meta-"  # Celery's redis result backend key for a task's result
@@ -43,7 +45,11 @@ READ_FIELDS = (
     "progress",
     "progress_message",
     "result",
+    "args",
+    "retry_of",
+    "retried_as",
 )
+CALL_FIELDS = ("status", "name", "args", "queue", "max_retries", "retry_backoff", "timeout", "unique_key", "headers")
 
 
 def to_us(moment: datetime) -> int:
@@ -71,6 +77,7 @@ class Claim:
     busy_for_s: float = 0.0
     unique_key: str | None = None
     holder: str | None = None
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)  # carried from enqueue (tracing)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +106,7 @@ class TaskRecords:
         self._store = _HotScript(client, celery_scripts.STORE)
         self._cancel = client.register_script(celery_scripts.CANCEL)
         self._dispatch = client.register_script(celery_scripts.DISPATCH)
+        self._link_retry = client.register_script(celery_scripts.LINK_RETRY)
 
     def record_key(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
@@ -128,6 +136,7 @@ class TaskRecords:
             "queue", queue,
             "max_retries", options.max_retries,
             "retry_backoff", options.retry_backoff,
+            "args", call.arguments.encoded,
         ]  # fmt: skip
         if options.timeout is not None:
             fields += ["timeout", options.timeout]
@@ -135,6 +144,10 @@ class TaskRecords:
             fields += ["unique_key", options.unique_key]
         if call.run_at is not None:
             fields += ["run_at", to_us(call.run_at)]
+        if call.headers:
+            fields += ["headers", json.dumps(dict(call.headers))]
+        if call.retry_of is not None:
+            fields += ["retry_of", call.retry_of]
         unique = self.unique_key(options.unique_key) if options.unique_key is not None else self.record_key(call.id)
         target = self.schedule_key if call.run_at is not None else queue
         due = repr(to_seconds(call.run_at)) if call.run_at is not None else ""
@@ -152,12 +165,17 @@ class TaskRecords:
         """The record as a snapshot, or None if there is none."""
         return _snapshot(task_id, self.client.hmget(self.record_key(task_id), READ_FIELDS))
 
-    def recent(self, status: TaskStatus | None, limit: int, page_size: int = 500) -> list[TaskResult]:
-        """Newest first; records that expired are dropped from the index on the way."""
+    def recent(self, query: TaskQuery, page_size: int = 500) -> list[TaskResult]:
+        """Newest first, as ``query`` says; records that expired are dropped from the index on the way."""
         found: list[TaskResult] = []
+        high = "+inf" if query.enqueued_before is None else repr(to_seconds(query.enqueued_before))
+        if query.cursor is not None:  # inclusive: equal scores are sorted out below by (enqueued_at, id)
+            high = repr(min(float(high), to_seconds(query.cursor[0])))
+        low = "-inf" if query.enqueued_after is None else repr(to_seconds(query.enqueued_after) - 1e-3)
         start = 0
-        while len(found) < limit:
-            ids = [_text(raw) for raw in self.client.zrevrange(self.index_key, start, start + page_size - 1)]
+        while len(found) < query.limit:
+            raw = self.client.zrevrangebyscore(self.index_key, high, low, start=start, num=page_size)
+            ids = [_text(item) for item in raw]
             if not ids:
                 break
             with self.client.pipeline(transaction=False) as pipe:
@@ -165,16 +183,52 @@ class TaskRecords:
                     pipe.hmget(self.record_key(task_id), READ_FIELDS)
                 rows = pipe.execute()
             gone = []
+            page: list[TaskResult] = []
             for task_id, row in zip(ids, rows, strict=True):
                 snapshot = _snapshot(task_id, row)
                 if snapshot is None:
                     gone.append(task_id)
-                elif status is None or snapshot.status == status:
-                    found.append(snapshot)
+                elif query.matches(snapshot):
+                    page.append(snapshot)
+            # Scores are seconds as floats: order exactly by (enqueued_at, id) within what was read.
+            found += sorted(page, key=lambda r: (r.enqueued_at, r.id), reverse=True)
             if gone:
                 self.client.zrem(self.index_key, *gone)
-            start += page_size - len(gone)
-        return found[:limit]
+            start += len(ids) - len(gone)
+            if len(ids) < page_size:
+                break
+        return found[: query.limit]
+
+    def retry_source(self, task_id: str) -> tuple[TaskStatus, TaskCall] | None:
+        """The record's status and the call it was made from, or None if there is no record."""
+        values = dict(zip(CALL_FIELDS, self.client.hmget(self.record_key(task_id), CALL_FIELDS), strict=True))
+        text = {name: None if value is None else _text(value) for name, value in values.items()}
+        if text["status"] is None or text["name"] is None:
+            return None
+        payload = text["args"] or '{"args": [], "kwargs": {}}'
+        decoded = json.loads(payload)
+        timeout = text["timeout"]
+        options = TaskOptions(
+            max_retries=int(text["max_retries"] or 0),
+            retry_backoff=float(text["retry_backoff"] or 1.0),
+            timeout=float(timeout) if timeout else None,
+            queue=text["queue"],
+            unique_key=text["unique_key"],
+        )
+        handle = registered_tasks().get(text["name"]) or Task(_unregistered, text["name"], options)
+        call = TaskCall(
+            id=task_id,
+            task=handle,
+            arguments=Arguments(decoded["args"], decoded["kwargs"], payload),
+            options=options,
+            enqueued_at=datetime.now(UTC),
+            run_at=None,
+            headers=json.loads(text["headers"]) if text["headers"] else {},
+        )
+        return TaskStatus(text["status"]), call
+
+    def link_retry(self, original_id: str, retry_id: str) -> None:
+        self._link_retry(keys=[self.record_key(original_id)], args=[retry_id])
 
     def cancel(self, task_id: str, revoked_meta: str, meta_expires_s: int | None) -> bool | None:
         """True: it will never run; False: it already ran or is running; None: no such task."""
@@ -209,8 +263,15 @@ class TaskRecords:
             reply = self._claim(*args)
             verdict = _text(reply[0])
         if verdict == "run":
-            timeout = reply[4]
-            return Claim("run", int(reply[1]), int(reply[2]), float(reply[3]), float(timeout) if timeout else None)
+            timeout, headers = reply[4], reply[5]
+            return Claim(
+                "run",
+                int(reply[1]),
+                int(reply[2]),
+                float(reply[3]),
+                float(timeout) if timeout else None,
+                headers=json.loads(headers) if headers else {},
+            )
         if verdict == "busy":
             return Claim("busy", busy_for_s=int(reply[1]) / 1000)
         if verdict == "conflict":
@@ -292,6 +353,7 @@ def _snapshot(task_id: str, row: Sequence[Any]) -> TaskResult | None:
         return None
     enqueued_at = from_us(values["enqueued_at"])
     progress = values["progress"]
+    arguments = json.loads(values["args"]) if values["args"] else None
     return TaskResult(
         id=task_id,
         name=values["name"] or "",
@@ -306,4 +368,13 @@ def _snapshot(task_id: str, row: Sequence[Any]) -> TaskResult | None:
         started_at=from_us(values["started_at"]),
         finished_at=from_us(values["finished_at"]),
         run_at=from_us(values["run_at"]),
+        args=arguments.get("args") if arguments is not None else None,
+        kwargs=arguments.get("kwargs") if arguments is not None else None,
+        retry_of=values["retry_of"],
+        retried_as=json.loads(values["retried_as"]) if values["retried_as"] else [],
     )
+
+
+def _unregistered(*args: Any, **kwargs: Any) -> None:
+    """Stands for a task this process does not import: only its name travels, a worker runs the real one."""
+    raise LookupError("this task is not registered in this process: is its module in TASK_MODULES?")

@@ -6,11 +6,11 @@
 
 from __future__ import annotations
 
+from backends.inprocess.settings import InProcessSettings
 from backends.inprocess.store.base import TaskStore
-from taskservice.settings import TaskSettings
 
 
-def open_task_store(settings: TaskSettings) -> TaskStore:
+def open_task_store(settings: InProcessSettings) -> TaskStore:
     """The store ``TASK_STORE_URL`` names."""
     path = settings.sqlite_path
     if path is None:

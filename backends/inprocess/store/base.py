@@ -18,31 +18,29 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from backends.inprocess.process_identity import RunOwner
-from taskservice.models import TaskResult, TaskStatus
-from taskservice.service import TaskCall
+from taskservice.attempts import Outcome
+from taskservice.models import CLAIMABLE_STATUSES, TaskResult, TaskStatus
+from taskservice.service import TaskCall, TaskQuery
 
 PRUNE_CHUNK = 5000
-CLAIMABLE = frozenset({TaskStatus.PENDING, TaskStatus.SCHEDULED, TaskStatus.RETRYING})
+CLAIMABLE = CLAIMABLE_STATUSES
 
 INTERRUPTED_BY_CRASH = "TaskInterrupted: the process running this task stopped before it finished"
 INTERRUPTED_BY_STOP = "TaskInterrupted: the service stopped before this task finished"
 DROPPED_BY_STOP = "TaskInterrupted: the service stopped before this task ran (memory:// keeps no task across a stop)"
 
 
-@dataclasses.dataclass(slots=True)
-class Outcome:
-    """How one attempt ended: ``succeeded``, ``failed``, or ``retrying`` (another attempt follows)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ended:
+    """A task a store ended by itself (a stop, a dead run found): the service reports it as interrupted."""
 
     task_id: str
+    name: str
     attempt: int
-    status: TaskStatus
-    at: datetime
-    result: Any = None
-    error: str | None = None
-    traceback: str | None = None
+    error: str
 
 
 class TaskStore(Protocol):
@@ -56,16 +54,25 @@ class TaskStore(Protocol):
     def heartbeat(self) -> list[TaskCall]:
         """Say this run is alive; recover runs that died since; return the calls adopted from them."""
 
-    def end_run(self, now: datetime) -> None:
-        """This run stops: its running and retrying tasks end ``failed`` (interrupted)."""
+    def end_run(self, now: datetime) -> list[Ended]:
+        """This run stops: its running and retrying tasks end ``failed`` (interrupted); return those it ended."""
 
     def insert(self, call: TaskCall) -> None:
         """Record a new task; ``TaskConflict`` if its unique_key is held by an active task."""
 
     def get(self, task_id: str) -> TaskResult | None: ...
 
-    def list(self, status: TaskStatus | None, limit: int) -> list[TaskResult]:
-        """Newest first."""
+    def list_tasks(self, query: TaskQuery) -> list[TaskResult]:
+        """Newest first (``enqueued_at``, then ``id``), as ``TaskQuery`` says."""
+
+    def retry_source(self, task_id: str) -> tuple[TaskStatus, TaskCall] | None:
+        """The task's status and the call it was made from, or None if there is no such task."""
+
+    def link_retry(self, original_id: str, retry_id: str) -> None:
+        """Add ``retry_id`` to the original's ``retried_as``."""
+
+    def take_ended(self) -> list[Ended]:
+        """What the store ended by itself since the last call (recovery of dead runs), to be reported."""
 
     def claim(self, task_ids: Sequence[str], now: datetime) -> dict[str, int]:
         """Move claimable tasks to ``running``; return ``{id: attempt}`` of those this run may start."""

@@ -1,64 +1,21 @@
-"""``MemoryTaskStore``: the in-process backend's records in this process's memory (``memory://``)."""
+"""``MemoryTaskStore``: the in-process backend's records in this process's memory (``memory://``).
+
+The transitions are ``taskservice.memory_records`` (shared with ``FakeTaskService``); this adds the
+lock, the bound on finished records, and what a stop does to a store that does not outlive it.
+"""
 
 from __future__ import annotations
 
-import collections
-import dataclasses
-import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from backends.inprocess.process_identity import RunOwner
-from backends.inprocess.store.base import (
-    CLAIMABLE,
-    DROPPED_BY_STOP,
-    INTERRUPTED_BY_STOP,
-    PRUNE_CHUNK,
-    Outcome,
-)
-from taskservice.errors import TaskConflict
+from backends.inprocess.store.base import CLAIMABLE, DROPPED_BY_STOP, INTERRUPTED_BY_STOP, PRUNE_CHUNK, Ended
+from taskservice.attempts import Outcome
+from taskservice.memory_records import MemoryRecord, MemoryRecords
 from taskservice.models import TaskResult, TaskStatus
-from taskservice.service import TaskCall
-
-
-@dataclasses.dataclass(slots=True)
-class _Record:
-    id: str
-    name: str
-    status: TaskStatus
-    unique_key: str | None
-    enqueued_at: datetime
-    run_at: datetime | None
-    attempts: int = 0
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    result: Any = None
-    error: str | None = None
-    traceback: str | None = None
-    progress: float | None = None
-    progress_message: str | None = None
-
-    def snapshot(self) -> TaskResult:
-        result = self.result
-        if isinstance(result, (list, dict)):  # a snapshot never shares mutable state with the store
-            result = json.loads(json.dumps(result))
-        return TaskResult(
-            id=self.id,
-            name=self.name,
-            status=self.status,
-            result=result,
-            error=self.error,
-            traceback=self.traceback,
-            progress=self.progress,
-            progress_message=self.progress_message,
-            attempts=self.attempts,
-            enqueued_at=self.enqueued_at,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            run_at=self.run_at,
-        )
+from taskservice.service import TaskCall, TaskQuery
 
 
 class MemoryTaskStore:
@@ -73,9 +30,7 @@ class MemoryTaskStore:
     def __init__(self, max_finished_records: int = 100_000) -> None:
         self.max_finished_records = max_finished_records
         self._lock = threading.Lock()
-        self._records: dict[str, _Record] = {}  # insertion order = enqueue order
-        self._active_keys: dict[str, str] = {}  # unique_key -> id of the active task holding it
-        self._finished: collections.deque[tuple[datetime, str]] = collections.deque()  # in finishing order
+        self._records = MemoryRecords()
 
     def begin_run(self, owner: RunOwner) -> list[TaskCall]:
         return []  # nothing outlives the process, and the last stop ended every task
@@ -83,81 +38,72 @@ class MemoryTaskStore:
     def heartbeat(self) -> list[TaskCall]:
         return []
 
-    def end_run(self, now: datetime) -> None:
+    def take_ended(self) -> list[Ended]:
+        return []
+
+    def end_run(self, now: datetime) -> list[Ended]:
+        ended: list[Ended] = []
         with self._lock:
-            for record in list(self._records.values()):
+            for record in list(self._records.records.values()):
                 if record.status is TaskStatus.RUNNING or record.status is TaskStatus.RETRYING:
-                    self._finish(record, TaskStatus.FAILED, now, INTERRUPTED_BY_STOP)
+                    error = INTERRUPTED_BY_STOP
                 elif record.status in CLAIMABLE:
-                    self._finish(record, TaskStatus.FAILED, now, DROPPED_BY_STOP)
+                    error = DROPPED_BY_STOP
+                else:
+                    continue
+                self._finish(record, TaskStatus.FAILED, now, error)
+                ended.append(Ended(record.id, record.call.task.name, record.attempts, error))
+        return ended
 
     def insert(self, call: TaskCall) -> None:
-        key = call.options.unique_key
-        record = _Record(call.id, call.task.name, call.initial_status, key, call.enqueued_at, call.run_at)
         with self._lock:
-            if key is not None:
-                holder = self._active_keys.get(key)
-                if holder is not None:
-                    raise TaskConflict(key, holder)
-                self._active_keys[key] = call.id
-            self._records[call.id] = record
+            self._records.insert(call)
 
     def get(self, task_id: str) -> TaskResult | None:
         with self._lock:
             record = self._records.get(task_id)
-            return record.snapshot() if record is not None else None
+            copied = record.copy() if record is not None else None
+        return copied.snapshot() if copied is not None else None
 
-    def list(self, status: TaskStatus | None, limit: int) -> list[TaskResult]:
-        found: list[_Record] = []
+    def list_tasks(self, query: TaskQuery) -> list[TaskResult]:
         with self._lock:  # copies under the lock, snapshots (the slow part) outside it
-            for task_id in reversed(self._records):
-                record = self._records[task_id]
-                if status is None or record.status is status:
-                    found.append(dataclasses.replace(record))
-                    if len(found) >= limit:
-                        break
+            found = [record.copy() for record in self._records.matching(query)]
         return [record.snapshot() for record in found]
+
+    def retry_source(self, task_id: str) -> tuple[TaskStatus, TaskCall] | None:
+        with self._lock:
+            record = self._records.get(task_id)
+            return None if record is None else (record.status, record.call)
+
+    def link_retry(self, original_id: str, retry_id: str) -> None:
+        with self._lock:
+            self._records.link_retry(original_id, retry_id)
 
     def claim(self, task_ids: Sequence[str], now: datetime) -> dict[str, int]:
         claimed: dict[str, int] = {}
         with self._lock:
             for task_id in task_ids:
-                record = self._records.get(task_id)
-                if record is not None and record.status in CLAIMABLE:
-                    record.status = TaskStatus.RUNNING
-                    record.attempts += 1
-                    record.started_at = now
-                    claimed[task_id] = record.attempts
+                attempt = self._records.claim(task_id, now)
+                if attempt is not None:
+                    claimed[task_id] = attempt
         return claimed
 
     def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         with self._lock:
             for outcome in outcomes:
-                record = self._records.get(outcome.task_id)
-                if record is None or record.status is not TaskStatus.RUNNING or record.attempts != outcome.attempt:
-                    continue  # a later attempt, a stop or a recovery already decided this task
-                if outcome.status is TaskStatus.RETRYING:
-                    record.status = TaskStatus.RETRYING
-                    record.error, record.traceback = outcome.error, outcome.traceback
-                else:
-                    record.result = outcome.result
-                    self._finish(record, outcome.status, outcome.at, outcome.error, outcome.traceback)
+                if self._records.record(outcome) is not None and outcome.status is not TaskStatus.RETRYING:
+                    self._trim()
 
     def report_progress(self, task_id: str, attempt: int, percent: float, message: str | None) -> None:
         with self._lock:
-            record = self._records.get(task_id)
-            if record is not None and record.status is TaskStatus.RUNNING and record.attempts == attempt:
-                record.progress, record.progress_message = percent, message
+            self._records.report_progress(task_id, attempt, percent, message)
 
     def cancel(self, task_id: str, now: datetime) -> bool | None:
         with self._lock:
-            record = self._records.get(task_id)
-            if record is None:
-                return None
-            if record.status not in CLAIMABLE:
-                return False
-            self._finish(record, TaskStatus.CANCELLED, now, None)
-            return True
+            cancelled = self._records.cancel(task_id, now)
+            if cancelled:
+                self._trim()
+            return cancelled
 
     def abandon(self, task_id: str, now: datetime) -> None:
         with self._lock:
@@ -173,7 +119,7 @@ class MemoryTaskStore:
         pruned = 0
         while True:  # in chunks, so enqueues get the lock in between
             with self._lock:
-                chunk = self._forget_finished(lambda finished_at: finished_at < finished_before, PRUNE_CHUNK)
+                chunk = self._records.forget_finished(lambda at: at < finished_before, PRUNE_CHUNK)
             pruned += chunk
             if chunk < PRUNE_CHUNK:
                 return pruned
@@ -181,25 +127,13 @@ class MemoryTaskStore:
     def close(self) -> None:
         pass
 
-    def _finish(
-        self, record: _Record, status: TaskStatus, at: datetime, error: str | None, traceback: str | None = None
-    ) -> None:
-        """Caller holds the lock: end the task, free its key, queue it for pruning."""
-        record.status = status
-        record.finished_at = at
-        record.error, record.traceback = error, traceback
-        if record.unique_key is not None and self._active_keys.get(record.unique_key) == record.id:
-            del self._active_keys[record.unique_key]
-        self._finished.append((at, record.id))
-        excess = len(self._finished) - self.max_finished_records
-        if excess > 0:
-            self._forget_finished(lambda _finished_at: True, excess)
+    def _finish(self, record: MemoryRecord, status: TaskStatus, at: datetime, error: str | None) -> None:
+        """Caller holds the lock."""
+        self._records.finish(record, status, at, error)
+        self._trim()
 
-    def _forget_finished(self, expired: Callable[[datetime], bool], limit: int) -> int:
-        """Caller holds the lock: forget up to ``limit`` of the earliest finished records that are ``expired``."""
-        forgotten = 0
-        while forgotten < limit and self._finished and expired(self._finished[0][0]):
-            _, task_id = self._finished.popleft()
-            self._records.pop(task_id, None)
-            forgotten += 1
-        return forgotten
+    def _trim(self) -> None:
+        """Caller holds the lock: forget the oldest finished records past ``max_finished_records``."""
+        excess = len(self._records.finished) - self.max_finished_records
+        if excess > 0:
+            self._records.forget_finished(lambda _at: True, excess)

@@ -24,22 +24,31 @@ from pathlib import Path
 from typing import Any
 
 from backends.inprocess.process_identity import RunOwner, owner_is_alive
-from backends.inprocess.store.base import INTERRUPTED_BY_CRASH, INTERRUPTED_BY_STOP, Outcome
+from backends.inprocess.store.base import INTERRUPTED_BY_CRASH, INTERRUPTED_BY_STOP, Ended
 from backends.inprocess.store.sqlite_schema import (
     ACTIVE,
+    ADDED_COLUMNS,
+    ADOPTABLE,
     CALL_COLUMNS,
+    CLAIMABLE,
     INSERT,
+    INTERRUPTIBLE,
     NOT_SUCCEEDED,
     SCHEMA,
     SNAPSHOT_COLUMNS,
     call_from_row,
+    insert_params,
     snapshot_from_row,
     to_us,
 )
+from taskservice.attempts import Outcome
 from taskservice.errors import BackendUnavailable, TaskConflict
 from taskservice.models import TaskResult, TaskStatus
-from taskservice.service import TaskCall
+from taskservice.service import TaskCall, TaskQuery
 
+FAILED = TaskStatus.FAILED.value
+RUNNING = TaskStatus.RUNNING.value
+CANCELLED = TaskStatus.CANCELLED.value
 _PRUNE_CHUNK = 2000
 
 
@@ -59,6 +68,7 @@ class SQLiteTaskStore:
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
         self._owner: RunOwner | None = None
+        self._ended: list[Ended] = []  # tasks of dead runs this store failed, not yet reported
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -78,20 +88,26 @@ class SQLiteTaskStore:
                 self._register(conn, owner)
             return self._recover(conn, owner, look_for_orphans=False)
 
-    def end_run(self, now: datetime) -> None:
+    def end_run(self, now: datetime) -> list[Ended]:
         owner = self._owner
         if owner is None:
-            return
+            return []
         with self._transaction() as conn:
-            conn.execute(
-                f"UPDATE tasks SET status = 'failed', error = ?, traceback = NULL, finished_at = ? "
-                f"WHERE {NOT_SUCCEEDED} AND status IN ('running', 'retrying') AND owner = ?",
+            rows = conn.execute(
+                f"UPDATE tasks SET status = '{FAILED}', error = ?, traceback = NULL, finished_at = ? "
+                f"WHERE {NOT_SUCCEEDED} AND {INTERRUPTIBLE} AND owner = ? RETURNING id, name, attempts",
                 (INTERRUPTED_BY_STOP, to_us(now), owner.token),
-            )
+            ).fetchall()
             # Its pending and scheduled tasks stay. The run's heartbeat is set to "long ago", so the
             # next heartbeat of a sibling, or the next run's start, adopts them.
             conn.execute("UPDATE runs SET heartbeat_at = 0 WHERE token = ?", (owner.token,))
         self._owner = None
+        return [Ended(task_id, name, attempts, INTERRUPTED_BY_STOP) for task_id, name, attempts in rows]
+
+    def take_ended(self) -> list[Ended]:
+        with self._lock:
+            ended, self._ended = self._ended, []
+        return ended
 
     def _register(self, conn: sqlite3.Connection, owner: RunOwner) -> None:
         conn.execute(
@@ -122,13 +138,14 @@ class SQLiteTaskStore:
             gone += [token for (token,) in owners if token not in registered]
         adopted: list[TaskCall] = []
         for token in gone:
-            conn.execute(
-                f"UPDATE tasks SET status = 'failed', error = ?, traceback = NULL, finished_at = ? "
-                f"WHERE {NOT_SUCCEEDED} AND status IN ('running', 'retrying') AND owner = ?",
+            ended = conn.execute(
+                f"UPDATE tasks SET status = '{FAILED}', error = ?, traceback = NULL, finished_at = ? "
+                f"WHERE {NOT_SUCCEEDED} AND {INTERRUPTIBLE} AND owner = ? RETURNING id, name, attempts",
                 (INTERRUPTED_BY_CRASH, now_us, token),
-            )
+            ).fetchall()
+            self._ended += [Ended(task_id, name, attempts, INTERRUPTED_BY_CRASH) for task_id, name, attempts in ended]
             rows = conn.execute(
-                f"UPDATE tasks SET owner = ? WHERE {NOT_SUCCEEDED} AND status IN ('pending', 'scheduled') "
+                f"UPDATE tasks SET owner = ? WHERE {NOT_SUCCEEDED} AND {ADOPTABLE} "
                 f"AND owner = ? RETURNING {CALL_COLUMNS}",
                 (owner.token, token),
             ).fetchall()
@@ -141,26 +158,11 @@ class SQLiteTaskStore:
 
     def insert(self, call: TaskCall) -> None:
         owner = self._require_owner()
-        options = call.options
-        params = (
-            call.id,
-            call.task.name,
-            call.initial_status.value,
-            call.arguments.encoded,
-            options.max_retries,
-            options.retry_backoff,
-            options.timeout,
-            options.queue,
-            options.unique_key,
-            owner.token,
-            to_us(call.enqueued_at),
-            None if call.run_at is None else to_us(call.run_at),
-        )
         with self._using() as conn:
             try:
-                conn.execute(INSERT, params)
+                conn.execute(INSERT, insert_params(call, owner.token))
             except sqlite3.IntegrityError as exc:
-                key = options.unique_key
+                key = call.options.unique_key
                 if key is None or "unique_key" not in str(exc):
                     raise
                 holder = conn.execute(f"SELECT id FROM tasks WHERE unique_key = ? AND {ACTIVE}", (key,)).fetchone()
@@ -171,25 +173,51 @@ class SQLiteTaskStore:
             row = conn.execute(f"SELECT {SNAPSHOT_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return None if row is None else snapshot_from_row(row)
 
-    def list(self, status: TaskStatus | None, limit: int) -> list[TaskResult]:
-        params: tuple[Any, ...]
-        if status is None:
-            where, params = "", (limit,)
-        elif status is TaskStatus.SUCCEEDED:
-            where, params = "WHERE status = 'succeeded'", (limit,)
-        else:
-            where, params = f"WHERE status = ? AND {NOT_SUCCEEDED}", (status.value, limit)
+    def list_tasks(self, query: TaskQuery) -> list[TaskResult]:
+        conditions: list[str] = []
+        params: list[Any] = []
+        if query.status is TaskStatus.SUCCEEDED:
+            conditions.append(f"status = '{TaskStatus.SUCCEEDED.value}'")
+        elif query.status is not None:
+            conditions += ["status = ?", NOT_SUCCEEDED]  # NOT_SUCCEEDED: the partial index applies
+            params.append(query.status.value)
+        if query.name is not None:
+            conditions.append("name = ?")
+            params.append(query.name)
+        if query.enqueued_after is not None:
+            conditions.append("enqueued_at >= ?")
+            params.append(to_us(query.enqueued_after))
+        if query.enqueued_before is not None:
+            conditions.append("enqueued_at < ?")
+            params.append(to_us(query.enqueued_before))
+        if query.cursor is not None:
+            conditions.append("(enqueued_at, id) < (?, ?)")
+            params += [to_us(query.cursor[0]), query.cursor[1]]
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = f"SELECT {SNAPSHOT_COLUMNS} FROM tasks {where} ORDER BY enqueued_at DESC, id DESC LIMIT ?"
         with self._using() as conn:
-            rows = conn.execute(f"SELECT {SNAPSHOT_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ?", params)
-            return [snapshot_from_row(row) for row in rows.fetchall()]
+            rows = conn.execute(sql, (*params, query.limit)).fetchall()
+        return [snapshot_from_row(row) for row in rows]
+
+    def retry_source(self, task_id: str) -> tuple[TaskStatus, TaskCall] | None:
+        with self._using() as conn:
+            row = conn.execute(f"SELECT status, {CALL_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return None if row is None else (TaskStatus(row[0]), call_from_row(row[1:]))
+
+    def link_retry(self, original_id: str, retry_id: str) -> None:
+        with self._using() as conn:
+            conn.execute(
+                "UPDATE tasks SET retried_as = json_insert(coalesce(retried_as, '[]'), '$[#]', ?) WHERE id = ?",
+                (retry_id, original_id),
+            )
 
     def claim(self, task_ids: Sequence[str], now: datetime) -> dict[str, int]:
         owner = self._require_owner()
         with self._using() as conn:
             rows = conn.execute(
-                "UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = ?, owner = ? "
-                "WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('pending', 'scheduled', 'retrying') "
-                "RETURNING id, attempts",
+                f"UPDATE tasks SET status = '{RUNNING}', attempts = attempts + 1, started_at = ?, owner = ?, "
+                f"progress = NULL, progress_message = NULL "
+                f"WHERE id IN (SELECT value FROM json_each(?)) AND {CLAIMABLE} RETURNING id, attempts",
                 (to_us(now), owner.token, json.dumps(list(task_ids))),
             ).fetchall()
         return dict(rows)
@@ -210,7 +238,7 @@ class SQLiteTaskStore:
         with self._transaction() as conn:
             conn.executemany(
                 "UPDATE tasks SET status = ?, result = ?, error = ?, traceback = ?, finished_at = ? "
-                "WHERE id = ? AND attempts = ? AND status = 'running'",
+                f"WHERE id = ? AND attempts = ? AND status = '{RUNNING}'",
                 params,
             )
 
@@ -218,15 +246,14 @@ class SQLiteTaskStore:
         with self._using() as conn:
             conn.execute(
                 "UPDATE tasks SET progress = ?, progress_message = ? "
-                "WHERE id = ? AND attempts = ? AND status = 'running'",
+                f"WHERE id = ? AND attempts = ? AND status = '{RUNNING}'",
                 (percent, message, task_id, attempt),
             )
 
     def cancel(self, task_id: str, now: datetime) -> bool | None:
         with self._using() as conn:
             changed = conn.execute(
-                "UPDATE tasks SET status = 'cancelled', finished_at = ? "
-                "WHERE id = ? AND status IN ('pending', 'scheduled', 'retrying')",
+                f"UPDATE tasks SET status = '{CANCELLED}', finished_at = ? WHERE id = ? AND {CLAIMABLE}",
                 (to_us(now), task_id),
             ).rowcount
             if changed:
@@ -245,23 +272,7 @@ class SQLiteTaskStore:
             )
             if not firing.rowcount:
                 return False
-            conn.execute(
-                INSERT,
-                (
-                    call.id,
-                    call.task.name,
-                    call.initial_status.value,
-                    call.arguments.encoded,
-                    call.options.max_retries,
-                    call.options.retry_backoff,
-                    call.options.timeout,
-                    call.options.queue,
-                    call.options.unique_key,
-                    owner.token,
-                    to_us(call.enqueued_at),
-                    None,
-                ),
-            )
+            conn.execute(INSERT, insert_params(call, owner.token))
         return True
 
     def prune(self, finished_before: datetime) -> int:
@@ -333,7 +344,19 @@ class SQLiteTaskStore:
                 conn.execute("PRAGMA wal_autocheckpoint = 4000")
                 conn.execute("PRAGMA journal_size_limit = 67108864")  # the WAL file shrinks back after checkpoints
                 conn.execute("PRAGMA cache_size = -16384")  # 16 MB of pages, per process
-                conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")  # one process creates it, the others wait
+                conn.execute("BEGIN IMMEDIATE")  # one process creates or upgrades it, the others wait
+                try:
+                    existing = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+                    for column, kind in ADDED_COLUMNS.items():
+                        if existing and column not in existing:  # a file from an older taskservice
+                            conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} {kind}")
+                    for statement in SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
             except BaseException:
                 conn.close()
                 raise

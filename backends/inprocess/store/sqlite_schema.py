@@ -12,15 +12,26 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from taskservice.codec import Arguments
-from taskservice.models import TaskResult, TaskStatus
+from taskservice.models import ACTIVE_STATUSES, CLAIMABLE_STATUSES, TaskResult, TaskStatus, in_order
 from taskservice.registry import Task, TaskOptions, registered_tasks
 from taskservice.service import TaskCall
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-# Spelled exactly as in the partial indexes, so SQLite's planner can use them.
-ACTIVE = "status IN ('pending', 'scheduled', 'running', 'retrying')"
-NOT_SUCCEEDED = "status <> 'succeeded'"
+
+
+def status_list(statuses: frozenset[TaskStatus]) -> str:
+    """``('pending', 'scheduled', ...)`` for SQL, generated from the enum's sets in the enum's order."""
+    return "(" + ", ".join(f"'{status.value}'" for status in in_order(statuses)) + ")"
+
+
+# Generated once and used both in the partial indexes and in the queries, spelled identically,
+# so SQLite's planner can use the indexes.
+ACTIVE = f"status IN {status_list(ACTIVE_STATUSES)}"
+CLAIMABLE = f"status IN {status_list(CLAIMABLE_STATUSES)}"
+NOT_SUCCEEDED = f"status <> '{TaskStatus.SUCCEEDED.value}'"
+INTERRUPTIBLE = f"status IN {status_list(frozenset({TaskStatus.RUNNING, TaskStatus.RETRYING}))}"
+ADOPTABLE = f"status IN {status_list(frozenset({TaskStatus.PENDING, TaskStatus.SCHEDULED}))}"
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS tasks (
@@ -44,11 +55,15 @@ CREATE TABLE IF NOT EXISTS tasks (
     enqueued_at INTEGER NOT NULL,
     started_at INTEGER,
     finished_at INTEGER,
-    run_at INTEGER
+    run_at INTEGER,
+    headers TEXT,                       -- JSON object carried with the task (e.g. traceparent)
+    retry_of TEXT,                      -- id of the task this one retries
+    retried_as TEXT                     -- JSON list of the ids of tasks that retried this one
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_active_unique_key ON tasks (unique_key)
     WHERE unique_key IS NOT NULL AND {ACTIVE};
-CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, seq) WHERE {NOT_SUCCEEDED};
+CREATE INDEX IF NOT EXISTS tasks_newest ON tasks (enqueued_at, id);
+CREATE INDEX IF NOT EXISTS tasks_by_status_newest ON tasks (status, enqueued_at, id) WHERE {NOT_SUCCEEDED};
 CREATE INDEX IF NOT EXISTS tasks_by_finished_at ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS runs (
     token TEXT PRIMARY KEY,
@@ -65,15 +80,39 @@ CREATE TABLE IF NOT EXISTS periodic_firings (
 ) WITHOUT ROWID;
 """
 
+# Columns added after the first release: an older file gets them on open.
+ADDED_COLUMNS = {"headers": "TEXT", "retry_of": "TEXT", "retried_as": "TEXT"}
 SNAPSHOT_COLUMNS = (
     "id, name, status, result, error, traceback, progress, progress_message, attempts, "
-    "enqueued_at, started_at, finished_at, run_at"
+    "enqueued_at, started_at, finished_at, run_at, payload, retry_of, retried_as"
 )
-CALL_COLUMNS = "id, name, payload, max_retries, retry_backoff, timeout, queue, unique_key, enqueued_at, run_at"
+CALL_COLUMNS = (
+    "id, name, payload, max_retries, retry_backoff, timeout, queue, unique_key, enqueued_at, run_at, headers, retry_of"
+)
 INSERT = (
     "INSERT INTO tasks (id, name, status, payload, max_retries, retry_backoff, timeout, queue, unique_key, "
-    "owner, enqueued_at, run_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "owner, enqueued_at, run_at, headers, retry_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def insert_params(call: TaskCall, owner_token: str) -> tuple[Any, ...]:
+    options = call.options
+    return (
+        call.id,
+        call.task.name,
+        call.initial_status.value,
+        call.arguments.encoded,
+        options.max_retries,
+        options.retry_backoff,
+        options.timeout,
+        options.queue,
+        options.unique_key,
+        owner_token,
+        to_us(call.enqueued_at),
+        None if call.run_at is None else to_us(call.run_at),
+        json.dumps(dict(call.headers)) if call.headers else None,
+        call.retry_of,
+    )
 
 
 def to_us(moment: datetime) -> int:
@@ -99,7 +138,11 @@ def snapshot_from_row(row: tuple[Any, ...]) -> TaskResult:
         started,
         finished,
         run_at,
+        payload,
+        retry_of,
+        retried_as,
     ) = row
+    arguments = json.loads(payload)
     return TaskResult(
         id=task_id,
         name=name,
@@ -114,12 +157,29 @@ def snapshot_from_row(row: tuple[Any, ...]) -> TaskResult:
         started_at=from_us(started),
         finished_at=from_us(finished),
         run_at=from_us(run_at),
+        args=arguments["args"],
+        kwargs=arguments["kwargs"],
+        retry_of=retry_of,
+        retried_as=json.loads(retried_as) if retried_as else [],
     )
 
 
 def call_from_row(row: tuple[Any, ...]) -> TaskCall:
     """Rebuild an adopted call; a task this process does not know fails with a clear error when it runs."""
-    task_id, name, payload, max_retries, retry_backoff, timeout, queue, unique_key, enqueued, run_at = row
+    (
+        task_id,
+        name,
+        payload,
+        max_retries,
+        retry_backoff,
+        timeout,
+        queue,
+        unique_key,
+        enqueued,
+        run_at,
+        headers,
+        retry_of,
+    ) = row
     options = TaskOptions(
         max_retries=max_retries, retry_backoff=retry_backoff, timeout=timeout, queue=queue, unique_key=unique_key
     )
@@ -135,6 +195,8 @@ def call_from_row(row: tuple[Any, ...]) -> TaskCall:
         options=options,
         enqueued_at=enqueued_at,
         run_at=from_us(run_at),
+        headers=json.loads(headers) if headers else {},
+        retry_of=retry_of,
     )
 
 
