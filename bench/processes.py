@@ -1,19 +1,14 @@
-"""Real processes the benchmark drives: a private redis-server, Celery workers, uvicorn servers.
+"""Real processes the benchmark drives, and what it measures of them (CPU, Redis commands).
 
-Each helper starts its process in its own process group on a free loopback port and tears
-the whole group down when the context ends. The machine's own Redis is never touched.
+The plumbing (ports, process groups, a private redis-server) is ``taskservice.testing.processes``,
+shared with the tests; this binds it to the checkout and adds several workers or servers at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,99 +16,31 @@ from typing import Any
 
 import redis
 
+from taskservice.testing import processes
+from taskservice.testing.processes import VENV_BIN, RedisServer, free_port, stop_process, wait_for_log, wait_for_port
+
+__all__ = ["REPO_ROOT", "VENV_BIN", "RedisServer", "base_env", "free_port", "redis_server", "spawn", "wait_for_port"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 
 # Commands the harness itself sends while measuring; they are not the system under test.
 HARNESS_COMMANDS = frozenset({"info", "config|resetstat", "config", "flushall", "dbsize"})
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout_s: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before listening on port {port}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0, sig: int = signal.SIGTERM) -> None:
-    """Signal the process group, wait, then SIGKILL whatever is left."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-    # the leader may be gone while its children (prefork pool) are not
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+def base_env(**overrides: str) -> dict[str, str]:
+    """The environment of a child: no inherited TASK_/CELERY_ settings, the checkout importable."""
+    return processes.base_env(REPO_ROOT, **overrides)
 
 
 def spawn(args: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start ``args`` in its own process group from the repository root, output to ``log_path``."""
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            args, env=dict(env), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def base_env(**overrides: str) -> dict[str, str]:
-    """The environment of a child: no inherited TASK_/CELERY_ settings, the checkout importable."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("TASK_", "CELERY_", "FLOWER_"))}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(overrides)
-    return env
-
-
-@dataclass
-class RedisServer:
-    port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, db=0)
-
-    def reset(self) -> None:
-        """Empty every database and zero the command statistics."""
-        client = self.client()
-        client.flushall()
-        client.config_resetstat()
-        client.close()
+    """Start ``args`` in its own process group from the repository root."""
+    return processes.spawn(args, env, log_path, REPO_ROOT)
 
 
 @contextlib.contextmanager
 def redis_server(directory: Path) -> Iterator[RedisServer]:
     """A private redis-server on a free port, no persistence."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
-    directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    args += ["--dir", str(directory), "--daemonize", "no"]
-    process = spawn(args, os.environ, directory / "redis.log")
-    try:
-        wait_for_port(port, process=process)
-        yield RedisServer(port, process)
-    finally:
-        stop_process(process, sig=signal.SIGKILL)
+    with processes.redis_server(directory) as server:
+        yield server
 
 
 def process_cpu_s(pid: int) -> float:
@@ -219,14 +146,3 @@ def uvicorn_servers(*apps: tuple[str, Mapping[str, str], Path]) -> Iterator[list
     finally:
         for _, process in started:
             stop_process(process, timeout_s=15)
-
-
-def wait_for_log(log_path: Path, needle: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-        if needle in log_path.read_text(errors="replace"):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{needle!r} not in {log_path.name} after {timeout_s} s:\n{log_path.read_text()[-4000:]}")
