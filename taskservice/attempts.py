@@ -10,7 +10,7 @@ decides about attempts.
   with the retry decision and delay, one log line through the ``taskservice`` logger (DEBUG for a
   success, WARNING for a retry, ERROR with the traceback for a final failure), and the
   ``on_task_finished`` hooks
-- ``describe_error``, ``timeout_error``, ``retry_delay_s``: the words and numbers themselves
+- ``describe_error``, ``timeout_error``, ``dependency_error``, ``retry_delay_s``: the words and numbers themselves
 """
 
 from __future__ import annotations
@@ -103,6 +103,11 @@ def format_traceback(exc: BaseException) -> str:
 def timeout_error(timeout_s: float) -> str:
     """The error text of an attempt that ran past its ``timeout``."""
     return f"TimeoutError: task timed out after {timeout_s:g} s"
+
+
+def dependency_error(dependency_id: str, status: str) -> str:
+    """The error text of a task that did not run because the task it waited for (``after=``) did not succeed."""
+    return f"DependencyFailed: task {dependency_id} ended {status}, so this task did not run"
 
 
 def retry_delay_s(retry_backoff: float, attempt: int) -> float:
