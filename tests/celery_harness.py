@@ -23,14 +23,17 @@ def celery_settings(redis: RedisServer, modules: str = "tests.tasks", **override
 
 
 @contextlib.contextmanager
-def celery_service(directory: Path) -> Iterator[TaskService]:
+def celery_service(
+    directory: Path, modules: str = "tests.tasks", sink_path: str | None = None
+) -> Iterator[TaskService]:
     """A ``CeleryTaskService`` whose tasks run in a real worker on a private Redis; all torn down after."""
     from backends.celery.service import CeleryTaskService
 
     with redis_server(directory / "redis") as redis:
-        env = celery_env(redis)
+        extra = {"TASKSERVICE_CONTRACT_SINK": sink_path} if sink_path else {}
+        env = celery_env(redis, modules, **extra)
         with celery_worker(env, directory / "worker.log", concurrency=WORKER_CONCURRENCY):
-            service = CeleryTaskService(celery_settings(redis))
+            service = CeleryTaskService(celery_settings(redis, modules))
             try:
                 yield service
             finally:

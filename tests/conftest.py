@@ -1,4 +1,4 @@
-"""Fixtures shared by every test directory."""
+"""Fixtures shared by every test directory: the contract suite's ``task_service``, once per harness."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from taskservice import TaskService
-from tests.harnesses import HARNESSES
+from tests.harnesses import HARNESSES, HarnessRun
 
 # Workers and servers started by tests import `tests.tasks` and `app` from the checkout.
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,8 +18,18 @@ if str(ROOT) not in sys.path:
 
 
 @pytest.fixture(scope="session", params=sorted(HARNESSES))
-def task_service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TaskService]:
+def harness_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HarnessRun]:
     """A started service for each backend configuration (one per session: start-up is costly)."""
     _backend, harness = HARNESSES[request.param]
-    with harness(tmp_path_factory.mktemp(request.param)) as service:
-        yield service
+    with harness(tmp_path_factory.mktemp(request.param)) as run:
+        yield run
+
+
+@pytest.fixture(scope="session")
+def task_service(harness_run: HarnessRun) -> TaskService:
+    return harness_run.service
+
+
+@pytest.fixture(scope="session")
+def contract_sink(harness_run: HarnessRun) -> str:
+    return harness_run.sink_path

@@ -32,7 +32,7 @@ from taskservice.errors import TaskNotFound
 from taskservice.factory import set_task_service
 from taskservice.integration import task_service_dependency
 from taskservice.memory_records import MemoryRecord, MemoryRecords
-from taskservice.models import TaskResult, TaskStatus
+from taskservice.models import CLAIMABLE_STATUSES, FINAL_STATUSES, TaskResult, TaskStatus
 from taskservice.registry import Task, TaskOptions, resolve_task
 from taskservice.service import TaskCall, TaskQuery, TaskService, utcnow
 from taskservice.settings import TaskSettings
@@ -99,9 +99,14 @@ class FakeTaskService(TaskService):
     # --- the TaskService contract -------------------------------------------------------
 
     def _submit(self, call: TaskCall) -> None:
+        dependency = call.options.after
         with self._lock:
+            if dependency is not None and self._records.get(dependency) is None:
+                raise TaskNotFound(dependency)
             self._records.insert(call)
             self._progress[call.id] = []
+        if dependency is not None:
+            self._settle_dependents(dependency)
 
     def _read(self, task_id: str) -> TaskResult | None:
         with self._lock:
@@ -110,7 +115,10 @@ class FakeTaskService(TaskService):
 
     def _cancel(self, task_id: str) -> bool | None:
         with self._lock:
-            return self._records.cancel(task_id, utcnow())
+            cancelled = self._records.cancel(task_id, utcnow())
+        if cancelled:
+            self._settle_dependents(task_id)
+        return cancelled
 
     def _list(self, query: TaskQuery) -> list[TaskResult]:
         with self._lock:
@@ -129,14 +137,26 @@ class FakeTaskService(TaskService):
         """Run the task now if it has not run yet (the fake has no worker to wait for); its final snapshot."""
         with self._lock:
             record = self._record(task_id)
+            dependency = record.call.options.after
+            waiting = record.status in (TaskStatus.PENDING, TaskStatus.SCHEDULED)
+        if waiting and dependency is not None:
+            self.wait(dependency, timeout_s, poll_interval_s)  # what it waits for (after=) runs first
+        with self._lock:
             runnable = record.status in (TaskStatus.PENDING, TaskStatus.SCHEDULED)
         if runnable:
             return self.run(task_id)
         return super().wait(task_id, timeout_s, poll_interval_s)  # running in another thread, or final
 
+    async def await_result(self, task_id: str, timeout_s: float = 30.0, poll_interval_s: float = 0.02) -> TaskResult:
+        """``wait`` for async code: runs the task now if it has not run yet."""
+        return await asyncio.to_thread(self.wait, task_id, timeout_s, poll_interval_s)
+
     def drain(self, timeout_s: float = 30.0) -> None:
         """Run everything that is due, including what those tasks enqueue (the fake's drain is ``run_all``)."""
         self.run_all()
+
+    async def adrain(self, timeout_s: float = 30.0) -> None:
+        await asyncio.to_thread(self.run_all)
 
     # --- what was recorded --------------------------------------------------------------
 
@@ -199,6 +219,8 @@ class FakeTaskService(TaskService):
             record = self._record(task_id)
             if record.status not in (TaskStatus.PENDING, TaskStatus.SCHEDULED):
                 raise ValueError(f"task {task_id} is {record.status.value}: only pending or scheduled tasks can run")
+            if not self._dependency_succeeded(record):
+                raise ValueError(f"task {task_id} waits for task {record.call.options.after} (after=): run that first")
             attempt = self._records.claim(task_id, utcnow())
             assert attempt is not None
         return self._execute(record, attempt, raise_errors)
@@ -222,13 +244,42 @@ class FakeTaskService(TaskService):
         candidates = [
             record
             for record in self._records.records.values()
-            if record.status == TaskStatus.PENDING
-            or (
-                record.status == TaskStatus.SCHEDULED
-                and (scheduled == "all" or (scheduled == "due" and _ready_at(record) <= now))
+            if (
+                record.status == TaskStatus.PENDING
+                or (
+                    record.status == TaskStatus.SCHEDULED
+                    and (scheduled == "all" or (scheduled == "due" and _ready_at(record) <= now))
+                )
             )
+            and self._dependency_succeeded(record)
         ]
         return min(candidates, key=_ready_at, default=None)  # min is stable: FIFO on ties
+
+    def _dependency_succeeded(self, record: MemoryRecord) -> bool:
+        """Whether a task may run as far as ``after=`` goes (no dependency, or it succeeded)."""
+        dependency = record.call.options.after
+        if dependency is None:
+            return True
+        ended = self._records.get(dependency)
+        return ended is not None and ended.status is TaskStatus.SUCCEEDED
+
+    def _settle_dependents(self, dependency: str) -> None:
+        """``dependency`` may have ended without succeeding: its waiting tasks fail without running."""
+        with self._lock:
+            ended = self._records.get(dependency)
+            if ended is None or ended.status not in FINAL_STATUSES or ended.status is TaskStatus.SUCCEEDED:
+                return
+            waiting = [
+                record
+                for record in self._records.records.values()
+                if record.call.options.after == dependency and record.status in CLAIMABLE_STATUSES
+            ]
+            error = attempts.dependency_error(dependency, ended.status.value)
+            for record in waiting:
+                self._records.finish(record, TaskStatus.FAILED, utcnow(), error)
+        for record in waiting:
+            attempts.interrupted(record.call.attempt_info(0), error)
+            self._settle_dependents(record.id)
 
     def _claim_next(self, scheduled: ScheduledChoice) -> tuple[MemoryRecord, int] | None:
         with self._lock:
@@ -255,6 +306,7 @@ class FakeTaskService(TaskService):
                     snapshot = record.snapshot()
                 break
             attempt = next_attempt
+        self._settle_dependents(record.id)
         raising = self.raise_errors if raise_errors is None else raise_errors
         if failure is not None and snapshot.status is TaskStatus.FAILED and raising:
             raise failure

@@ -20,6 +20,9 @@ import pytest
 
 from taskservice.testing.fake import FakeTaskService, installed_task_service, override_task_service
 
+# The contract suite's asserts say what differed, like those of a test module (before it is imported).
+pytest.register_assert_rewrite("taskservice.testing.contract")
+
 
 @pytest.fixture
 def fake_task_service() -> Iterator[FakeTaskService]:

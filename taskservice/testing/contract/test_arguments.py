@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from taskservice import TaskService
-from tests import tasks
+from taskservice.testing.contract import tasks
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def nothing_enqueued(task_service: TaskService) -> Iterator[None]:
 def test_values_json_cannot_carry_are_refused_naming_the_argument(
     task_service: TaskService, nothing_enqueued: None, value: object, type_name: str
 ) -> None:
-    with pytest.raises(TypeError, match=r"argument 'b' of task 'tests.add'") as caught:
+    with pytest.raises(TypeError, match=r"argument 'b' of task 'contract.add'") as caught:
         task_service.enqueue(tasks.add, 1, value)
     assert type_name in str(caught.value)
 
@@ -58,9 +58,9 @@ def test_oversized_payload_is_refused(task_service: TaskService, nothing_enqueue
 
 
 def test_wrong_arguments_for_the_signature_are_refused(task_service: TaskService, nothing_enqueued: None) -> None:
-    with pytest.raises(TypeError, match=r"tests\.add"):
+    with pytest.raises(TypeError, match=r"contract\.add"):
         task_service.enqueue(tasks.add, 1)
-    with pytest.raises(TypeError, match=r"tests\.add"):
+    with pytest.raises(TypeError, match=r"contract\.add"):
         task_service.enqueue(tasks.add, 1, 2, c=3)
 
 
@@ -71,4 +71,4 @@ def test_undecorated_function_is_refused_with_the_fix(task_service: TaskService,
 
 def test_unknown_task_name_is_refused(task_service: TaskService, nothing_enqueued: None) -> None:
     with pytest.raises(TypeError, match="no task is registered"):
-        task_service.enqueue("tests.no_such_task")
+        task_service.enqueue("contract.no_such_task")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from taskservice import TaskService, TaskStatus
-from tests import tasks
-from tests.contract.helpers import wait_for_status
-from tests.gates import Gate
+from taskservice.testing.contract import tasks
+from taskservice.testing.contract.gates import Gate
+from taskservice.testing.contract.helpers import wait_for_status
 
 
 def test_sync_task_runs_and_its_result_is_recorded(task_service: TaskService) -> None:
@@ -19,7 +21,7 @@ def test_sync_task_runs_and_its_result_is_recorded(task_service: TaskService) ->
     assert result.status == TaskStatus.SUCCEEDED
     assert result.result == 5
     assert result.id == task_id
-    assert result.name == "tests.add"
+    assert result.name == "contract.add"
     assert result.attempts == 1
     assert result.error is None and result.traceback is None
     assert result.run_at is None
@@ -33,7 +35,7 @@ def test_async_task_runs(task_service: TaskService) -> None:
 
 
 def test_keyword_arguments_and_task_names(task_service: TaskService) -> None:
-    by_name = task_service.enqueue("tests.add", a=1, b=2)
+    by_name = task_service.enqueue("contract.add", a=1, b=2)
     assert task_service.wait(by_name).result == 3
 
 
@@ -77,6 +79,7 @@ def test_a_task_can_enqueue_another(task_service: TaskService) -> None:
         assert (child.status, child.result) == (TaskStatus.SUCCEEDED, 9)
 
 
+@pytest.mark.usefixtures("in_background")
 def test_tasks_run_concurrently(task_service: TaskService, tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
     gates = [Gate(tmp_path_factory.mktemp("gate")) for _ in range(2)]
     ids = [
@@ -92,6 +95,7 @@ def test_tasks_run_concurrently(task_service: TaskService, tmp_path_factory) -> 
     assert [task_service.wait(task_id).result for task_id in ids] == ["released", "released"]
 
 
+@pytest.mark.usefixtures("in_background")
 def test_running_task_reports_progress(task_service: TaskService, tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
     for gated in (tasks.wait_for_gate, tasks.async_wait_for_gate):
         gate = Gate(tmp_path_factory.mktemp("gate"))

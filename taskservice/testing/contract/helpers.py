@@ -1,9 +1,16 @@
-"""Small helpers for contract tests: polling a service without sleeping blindly."""
+"""Helpers for contract tests: polling a service without sleeping blindly, and capability checks.
+
+A behaviour a backend cannot offer is a declared capability on its class (``runs_in_background``,
+``waits_between_retries``, ``cancels_running_tasks``, ...) and the test that needs it is skipped
+with that reason, never silently.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+
+import pytest
 
 from taskservice import TaskResult, TaskService, TaskStatus
 
@@ -24,3 +31,16 @@ def wait_until(
 
 def wait_for_status(service: TaskService, task_id: str, status: TaskStatus, timeout_s: float = 20.0) -> TaskResult:
     return wait_until(service, task_id, lambda result: result.status == status, timeout_s)
+
+
+def require(service: TaskService, capability: str) -> None:
+    """Skip, saying why, unless the backend declares ``capability`` (a class attribute) true."""
+    if not getattr(service, capability, False):
+        pytest.skip(f"{type(service).__name__} declares {capability} = False")
+
+
+@pytest.fixture
+def in_background(task_service: TaskService) -> TaskService:
+    """The service, for tests that need tasks to run while the test waits (not the fake)."""
+    require(task_service, "runs_in_background")
+    return task_service

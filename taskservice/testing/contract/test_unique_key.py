@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from taskservice import TaskConflict, TaskService, TaskStatus
-from tests import tasks
-from tests.gates import Gate
+from taskservice.testing.contract import tasks
+from taskservice.testing.contract.gates import Gate
 
 
 def _key() -> str:
@@ -30,6 +30,7 @@ def _enqueue_when_free(service: TaskService, task: object, *args: object, timeou
             time.sleep(0.05)
 
 
+@pytest.mark.usefixtures("in_background")
 def test_second_enqueue_with_an_active_key_conflicts(task_service: TaskService, tmp_path: Path) -> None:
     key = _key()
     gate = Gate(tmp_path)

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from taskservice import TaskNotFound, TaskService, TaskStatus
-from tests import tasks
-from tests.contract.helpers import wait_for_status
-from tests.gates import Gate
+from taskservice.testing.contract import tasks
+from taskservice.testing.contract.gates import Gate
+from taskservice.testing.contract.helpers import wait_for_status
 
 
+@pytest.mark.usefixtures("in_background")
 def test_schedule_with_a_delay_runs_later(task_service: TaskService) -> None:
     task_id = task_service.schedule(tasks.add, timedelta(seconds=1.5), 1, 2)
 
@@ -25,6 +26,7 @@ def test_schedule_with_a_delay_runs_later(task_service: TaskService) -> None:
     assert result.started_at is not None and result.started_at >= scheduled.run_at - timedelta(milliseconds=50)
 
 
+@pytest.mark.usefixtures("in_background")
 def test_schedule_at_an_aware_datetime(task_service: TaskService) -> None:
     run_at = datetime.now(UTC) + timedelta(seconds=1)
     task_id = task_service.schedule(tasks.async_add, run_at, 1, 1)
@@ -46,6 +48,7 @@ def test_schedule_refuses_a_naive_datetime(task_service: TaskService) -> None:
     assert {result.id for result in task_service.list_tasks(limit=1000)} == before
 
 
+@pytest.mark.usefixtures("in_background")
 def test_cancelled_scheduled_task_never_runs(task_service: TaskService, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     task_id = task_service.schedule(tasks.touch, timedelta(seconds=1), str(marker))
@@ -75,6 +78,7 @@ def test_cancel_of_a_finished_task_returns_false(task_service: TaskService) -> N
     assert task_service.get_status(task_id).status == TaskStatus.SUCCEEDED
 
 
+@pytest.mark.usefixtures("in_background")
 def test_cancel_of_a_running_task(task_service: TaskService, tmp_path: Path) -> None:
     gate = Gate(tmp_path)
     task_id = task_service.enqueue(tasks.wait_for_gate, gate.path)
