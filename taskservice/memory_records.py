@@ -18,6 +18,7 @@ import collections
 import dataclasses
 import heapq
 import json
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -184,3 +185,28 @@ def _may_match(record: MemoryRecord, query: TaskQuery) -> bool:
     if query.enqueued_before is not None and call.enqueued_at >= query.enqueued_before:
         return False
     return query.cursor is None or (call.enqueued_at, call.id) < query.cursor
+
+
+class MemoryRecordReads:
+    """The reading verbs of a ``TaskService`` whose records are a ``MemoryRecords`` under ``_lock``."""
+
+    _lock: threading.RLock
+    _records: MemoryRecords
+
+    def _read(self, task_id: str) -> TaskResult | None:
+        with self._lock:
+            record = self._records.get(task_id)
+            return None if record is None else record.snapshot()
+
+    def _list(self, query: TaskQuery) -> list[TaskResult]:
+        with self._lock:
+            return [record.snapshot() for record in self._records.matching(query)]
+
+    def _retry_source(self, task_id: str) -> tuple[TaskStatus, TaskCall] | None:
+        with self._lock:
+            record = self._records.get(task_id)
+            return None if record is None else (record.status, record.call)
+
+    def _link_retry(self, original_id: str, retry_id: str) -> None:
+        with self._lock:
+            self._records.link_retry(original_id, retry_id)

@@ -12,17 +12,17 @@ import threading
 from datetime import UTC, datetime
 from typing import ClassVar
 
-from taskservice import TaskNotFound, TaskResult, TaskService, TaskStatus, attempts
+from taskservice import TaskNotFound, TaskService, TaskStatus, attempts
 from taskservice.attempts import Outcome, attempt_scope
-from taskservice.memory_records import MemoryRecords
+from taskservice.memory_records import MemoryRecordReads, MemoryRecords
 from taskservice.models import FINAL_STATUSES
-from taskservice.service import TaskCall, TaskQuery
+from taskservice.service import TaskCall
 from taskservice.settings import TaskSettings
 from taskservice.task_context import current_reporter
 from taskservice.testing.fake import _run_coroutine, _run_sync, _TimedOut
 
 
-class ThreadTaskService(TaskService):
+class ThreadTaskService(MemoryRecordReads, TaskService):
     backend_name: ClassVar[str] = "tiny-threads"
 
     def __init__(self, settings: TaskSettings | None = None) -> None:
@@ -104,11 +104,6 @@ class ThreadTaskService(TaskService):
             attempts.interrupted(call.attempt_info(0), error)
             self._release(call.id, TaskStatus.FAILED)
 
-    def _read(self, task_id: str) -> TaskResult | None:
-        with self._lock:
-            record = self._records.get(task_id)
-            return None if record is None else record.snapshot()
-
     def _cancel(self, task_id: str) -> bool | None:
         with self._lock:
             cancelled = self._records.cancel(task_id, datetime.now(UTC))
@@ -118,19 +113,6 @@ class ThreadTaskService(TaskService):
         if cancelled:
             self._release(task_id, TaskStatus.CANCELLED)
         return cancelled
-
-    def _list(self, query: TaskQuery) -> list[TaskResult]:
-        with self._lock:
-            return [record.snapshot() for record in self._records.matching(query)]
-
-    def _retry_source(self, task_id: str) -> tuple[TaskStatus, TaskCall] | None:
-        with self._lock:
-            record = self._records.get(task_id)
-            return None if record is None else (record.status, record.call)
-
-    def _link_retry(self, original_id: str, retry_id: str) -> None:
-        with self._lock:
-            self._records.link_retry(original_id, retry_id)
 
     def close(self) -> None:
         with self._lock:

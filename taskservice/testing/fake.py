@@ -31,10 +31,10 @@ from taskservice.attempts import Outcome, attempt_scope
 from taskservice.errors import TaskNotFound
 from taskservice.factory import set_task_service
 from taskservice.integration import task_service_dependency
-from taskservice.memory_records import MemoryRecord, MemoryRecords
+from taskservice.memory_records import MemoryRecord, MemoryRecordReads, MemoryRecords
 from taskservice.models import CLAIMABLE_STATUSES, FINAL_STATUSES, TaskResult, TaskStatus
 from taskservice.registry import Task, TaskOptions, resolve_task
-from taskservice.service import TaskCall, TaskQuery, TaskService, utcnow
+from taskservice.service import TaskCall, TaskService, utcnow
 from taskservice.settings import TaskSettings
 from taskservice.task_context import current_reporter
 
@@ -77,7 +77,7 @@ class RecordedCall:
         return text
 
 
-class FakeTaskService(TaskService):
+class FakeTaskService(MemoryRecordReads, TaskService):
     """A ``TaskService`` for unit tests: records every call, runs tasks only on ``run_all``/``run_next``/``run``.
 
     ``raise_errors=True`` re-raises a task's exception from the ``run*`` call (after it is recorded).
@@ -108,30 +108,12 @@ class FakeTaskService(TaskService):
         if dependency is not None:
             self._settle_dependents(dependency)
 
-    def _read(self, task_id: str) -> TaskResult | None:
-        with self._lock:
-            record = self._records.get(task_id)
-            return None if record is None else record.snapshot()
-
     def _cancel(self, task_id: str) -> bool | None:
         with self._lock:
             cancelled = self._records.cancel(task_id, utcnow())
         if cancelled:
             self._settle_dependents(task_id)
         return cancelled
-
-    def _list(self, query: TaskQuery) -> list[TaskResult]:
-        with self._lock:
-            return [record.snapshot() for record in self._records.matching(query)]
-
-    def _retry_source(self, task_id: str) -> tuple[TaskStatus, TaskCall] | None:
-        with self._lock:
-            record = self._records.get(task_id)
-            return None if record is None else (record.status, record.call)
-
-    def _link_retry(self, original_id: str, retry_id: str) -> None:
-        with self._lock:
-            self._records.link_retry(original_id, retry_id)
 
     def wait(self, task_id: str, timeout_s: float = 30.0, poll_interval_s: float = 0.02) -> TaskResult:
         """Run the task now if it has not run yet (the fake has no worker to wait for); its final snapshot."""

@@ -81,11 +81,11 @@ def test_our_message_is_the_one_apply_async_would_send() -> None:
     app = create_celery_app(settings())
     try:
         theirs = app.amqp.as_task_v2(
-            "id-1", "tests.add", args=(1, 2), kwargs={"c": 3}, time_limit=hard_limit_s(5), soft_time_limit=5
+            "id-1", "contract.add", args=(1, 2), kwargs={"c": 3}, time_limit=hard_limit_s(5), soft_time_limit=5
         )
     finally:
         app.close()
-    ours = json.loads(task_message("id-1", "tests.add", [1, 2], {"c": 3}, queue="reports", timeout_s=5))
+    ours = json.loads(task_message("id-1", "contract.add", [1, 2], {"c": 3}, queue="reports", timeout_s=5))
 
     assert set(ours["headers"]) == set(theirs.headers)
     for key in ("lang", "task", "id", "root_id", "retries", "eta", "expires", "group", "ignore_result"):

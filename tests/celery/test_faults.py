@@ -165,9 +165,9 @@ def test_messages_the_worker_must_refuse_are_not_executed(short_visibility: Clus
     pickled, unregistered, control = tmp_path / "pickled", tmp_path / "unregistered", tmp_path / "control"
     raw = Celery("raw", broker=short_visibility.redis.url)
     try:
-        raw.send_task("tests.touch", args=[str(pickled)], serializer="pickle")
+        raw.send_task("contract.touch", args=[str(pickled)], serializer="pickle")
         raw.send_task("os.system", args=[f"touch {unregistered}"], serializer="json")
-        raw.send_task("tests.touch", args=[str(control)], serializer="json")
+        raw.send_task("contract.touch", args=[str(control)], serializer="json")
     finally:
         raw.close()
 

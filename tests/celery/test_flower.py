@@ -67,10 +67,10 @@ def test_flower_asks_for_credentials_and_shows_tasks_by_name(redis: RedisServer,
                     service.wait(task_id)
                     time.sleep(0.5)
                     listed = httpx.get(f"{base}/api/tasks", auth=AUTH, timeout=10).json()
-                    seen = {key: value for key, value in listed.items() if value.get("name") == "tests.add"}
+                    seen = {key: value for key, value in listed.items() if value.get("name") == "contract.add"}
             finally:
                 service.close()
-            assert seen, "Flower never showed a tests.add task"
+            assert seen, "Flower never showed a contract.add task"
             registered = subprocess.run(
                 [str(VENV_BIN / "celery"), "-A", "backends.celery_app", "inspect", "registered", "--timeout=5"],
                 env=env,
@@ -78,7 +78,7 @@ def test_flower_asks_for_credentials_and_shows_tasks_by_name(redis: RedisServer,
                 text=True,
                 timeout=60,
             )
-            assert "* tests.add" in registered.stdout, "remote control answers with the tasks' own names"
+            assert "* contract.add" in registered.stdout, "remote control answers with the tasks' own names"
             assert any(task["state"] == "SUCCESS" for task in seen.values())  # type: ignore[index]
         finally:
             stop_process(flower)

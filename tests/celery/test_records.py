@@ -26,7 +26,7 @@ from tests import tasks
 from tests.processes import RedisServer, redis_server
 
 LEASE_MS = 5_000
-DEFAULTS = ClaimDefaults("tests.add", "celery", max_retries=0, retry_backoff_s=1.0, timeout_s=None)
+DEFAULTS = ClaimDefaults("contract.add", "celery", max_retries=0, retry_backoff_s=1.0, timeout_s=None)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_enqueue_writes_the_record_and_pushes_the_message_at_once(records: TaskR
 
     snapshot = records.read(call.id)
     assert snapshot is not None
-    assert (snapshot.status, snapshot.name, snapshot.attempts) == (TaskStatus.PENDING, "tests.add", 0)
+    assert (snapshot.status, snapshot.name, snapshot.attempts) == (TaskStatus.PENDING, "contract.add", 0)
     assert snapshot.enqueued_at == call.enqueued_at, "timestamps are kept to the microsecond"
     assert client.lrange("reports", 0, -1) == [json.dumps({"task": call.id}).encode()]
     assert records.read("no-such-id") is None
@@ -169,7 +169,7 @@ def test_a_message_sent_without_taskservice_gets_a_record_when_claimed(records: 
 
     snapshot = records.read(task_id)
     assert snapshot is not None and (snapshot.name, snapshot.status, snapshot.attempts) == (
-        "tests.add", TaskStatus.RUNNING, 1,
+        "contract.add", TaskStatus.RUNNING, 1,
     )  # fmt: skip
     assert [result.id for result in records.recent(TaskQuery(limit=10))] == [task_id]
 
