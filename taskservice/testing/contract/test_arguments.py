@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from taskservice import TaskService
+from taskservice import TaskService, TaskStatus
 from taskservice.testing.contract import tasks
 
 
@@ -39,6 +39,44 @@ def test_values_json_cannot_carry_are_refused_naming_the_argument(
     with pytest.raises(TypeError, match=r"argument 'b' of task 'contract.add'") as caught:
         task_service.enqueue(tasks.add, 1, value)
     assert type_name in str(caught.value)
+
+
+def _nested(depth: int) -> list[object]:
+    outer: list[object] = []
+    inner = outer
+    for _ in range(depth - 1):
+        deeper: list[object] = []
+        inner.append(deeper)
+        inner = deeper
+    return outer
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (10**5000, "more than 4300 digits"),
+        (_nested(65), "deeper than 64 levels"),
+        (_nested(5000), "deeper than 64 levels"),
+        ({"a": _nested(64)}, "deeper than 64 levels"),
+        ("name\udcff", "lone surrogate"),
+        ({"key\udcff": 1}, "lone surrogate"),
+    ],
+    ids=["huge-int", "65-deep", "5000-deep", "deep-in-a-dict", "surrogate", "surrogate-key"],
+)
+def test_values_some_part_of_the_way_would_choke_on_are_a_type_error(
+    task_service: TaskService, nothing_enqueued: None, value: object, problem: str
+) -> None:
+    """Never a ValueError, a RecursionError or a worker that dies: the same TypeError on every backend."""
+    with pytest.raises(TypeError, match=r"argument 'b' of task 'contract\.add'") as caught:
+        task_service.enqueue(tasks.add, 1, value)
+    assert problem in str(caught.value)
+
+
+def test_nesting_up_to_the_limit_is_carried(task_service: TaskService) -> None:
+    deep = _nested(62)  # in a dict: 64 levels as an argument, and as a result inside mutate's own dict
+    result = task_service.wait(task_service.enqueue(tasks.mutate, {"deep": deep}, []))
+    assert result.status == TaskStatus.SUCCEEDED, result.error
+    assert result.result is not None and result.result["data"]["deep"] == deep
 
 
 def test_keyword_arguments_are_named_too(task_service: TaskService, nothing_enqueued: None) -> None:
