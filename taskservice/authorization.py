@@ -57,10 +57,14 @@ class DependencyCheck:
 
     async def __call__(self, request: Request, headers: Sequence[tuple[bytes, bytes]] | None = None) -> bool:
         """Run the dependencies on ``request`` (with ``headers`` instead of its own, if given)."""
+        return 200 <= await self.status(request, headers) < 300
+
+    async def status(self, request: Request, headers: Sequence[tuple[bytes, bytes]] | None = None) -> int:
+        """The status the dependencies answer ``request`` with: 200 when they let it through, else theirs."""
         if self.closed:
-            return False
+            return 403
         if self._route is None:
-            return True
+            return 200
         scope = dict(request.scope)
         scope["method"] = "GET"
         if headers is not None:
@@ -81,7 +85,7 @@ class DependencyCheck:
             await self._route.handle(scope, receive, send)
         finally:
             _current_app.reset(token)
-        return bool(status) and 200 <= status[0] < 300
+        return status[0] if status else 500
 
 
 def bearer_headers(request: Request, token: str) -> list[tuple[bytes, bytes]]:
