@@ -82,7 +82,7 @@ def deliver_notification(notification_id: str) -> dict[str, Any]:
         notification = session.get(Notification, notification_id)
         if notification is None:
             return {"notification_id": notification_id, "skipped": "no such notification"}
-        if notification.status in ("sent", "failed", "cancelled"):
+        if notification.status in ("sent", "cancelled"):  # a failed one may be retried (service.retry)
             return {"notification_id": notification_id, "status": notification.status}
         notification.attempts += 1
         attempt = notification.attempts
