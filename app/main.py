@@ -21,6 +21,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagge
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from app import telemetry
 from app.api import health, images, notifications, projects
 from app.api.auth import dashboard_session_secret, limit_event_streams, require_admin_token
 from app.api.errors import request_validation_error
@@ -93,12 +94,12 @@ def _add_offline_docs(app: FastAPI) -> None:
 
 def _add_metrics(app: FastAPI) -> None:
     """``/metrics`` when prometheus_client is installed (the ``metrics`` extra)."""
+    telemetry.install()
     if importlib.util.find_spec("prometheus_client") is None:
         log.info("prometheus_client is not installed: no /metrics (pip install 'taskservice[metrics]')")
         return
-    from taskservice.metrics import create_metrics_router, install_task_metrics
+    from taskservice.metrics import create_metrics_router
 
-    install_task_metrics()
     app.include_router(create_metrics_router())
 
 

@@ -78,7 +78,9 @@ def test_a_failed_task_is_in_the_inbox_and_its_retry_succeeds(ops_live: LiveApp,
 
         log_in(browser, ops_live, "/dashboard/failed")
         item = browser.find_element(By.CSS_SELECTOR, f'article.failure[data-task-id="{accepted["task_id"]}"]')
-        assert "DeliveryRefused: relay refused ada@fail-4.invalid" in item.find_element(By.CSS_SELECTOR, "pre.error").text
+        assert (
+            "DeliveryRefused: relay refused ada@fail-4.invalid" in item.find_element(By.CSS_SELECTOR, "pre.error").text
+        )
         item.find_element(By.TAG_NAME, "summary").click()
         traceback = item.find_element(By.CSS_SELECTOR, "pre.traceback").text
         assert "Traceback (most recent call last)" in traceback and "DeliveryRefused" in traceback
@@ -94,7 +96,11 @@ def test_a_failed_task_is_in_the_inbox_and_its_retry_succeeds(ops_live: LiveApp,
         screenshot(browser, f"{ops_live.backend}-retried")
 
         retried = admin_status(ops_live, client, new_id)
-        assert (retried["status"], retried["retry_of"], retried["args"]) == ("succeeded", accepted["task_id"], [accepted["id"]])
+        assert (retried["status"], retried["retry_of"], retried["args"]) == (
+            "succeeded",
+            accepted["task_id"],
+            [accepted["id"]],
+        )
         assert admin_status(ops_live, client, accepted["task_id"])["retried_as"] == [new_id]
         assert client.get(f"/notifications/{accepted['id']}").json()["status"] == "sent"
 
@@ -136,7 +142,9 @@ def test_bulk_retry_acts_on_exactly_the_filtered_tasks(ops_live: LiveApp, browse
         browser.execute_script("arguments[0].value = arguments[1]", after, since.replace(tzinfo=None).isoformat())
         browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
         eventually(lambda: "status=failed" in browser.current_url, 10, "the filtered list")
-        listed = [row.get_attribute("data-task-id") for row in browser.find_elements(By.CSS_SELECTOR, "tr[data-task-id]")]
+        listed = [
+            row.get_attribute("data-task-id") for row in browser.find_elements(By.CSS_SELECTOR, "tr[data-task-id]")
+        ]
         assert sorted(listed) == sorted(chosen)
 
         browser.find_element(By.LINK_TEXT, "Retry all matching…").click()

@@ -67,7 +67,9 @@ def test_closed_by_default(fake_task_service: FakeTaskService) -> None:
         assert client.post("/dashboard/login", data={"token": TOKEN}).status_code == 403
 
 
-def test_without_login_every_page_leads_to_the_login_page(guarded: TestClient, fake_task_service: FakeTaskService) -> None:
+def test_without_login_every_page_leads_to_the_login_page(
+    guarded: TestClient, fake_task_service: FakeTaskService
+) -> None:
     task_id = fake_task_service.enqueue(add, 1, 2)
     for path in ("/dashboard", "/dashboard/failed", f"/dashboard/tasks/{task_id}", "/dashboard/bulk?action=retry"):
         response = guarded.get(path, follow_redirects=False)
@@ -83,7 +85,9 @@ def test_login_with_the_admin_token_then_a_cookie_lets_in(guarded: TestClient) -
     ok = log_in(guarded)
     assert ok.status_code == 303 and ok.headers["location"] == "/dashboard/failed"
     cookie = ok.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict") and "Path=/dashboard" in cookie
+    assert (
+        "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict") and "Path=/dashboard" in cookie
+    )
     assert TOKEN not in cookie
     page = guarded.get("/dashboard")
     assert page.status_code == 200 and "<h1>Tasks</h1>" in page.text
@@ -105,7 +109,9 @@ def test_login_form_needs_its_csrf_token(guarded: TestClient) -> None:
     assert guarded.get("/dashboard", follow_redirects=False).status_code == 303
 
 
-def test_actions_need_the_csrf_token_and_the_same_origin(guarded: TestClient, fake_task_service: FakeTaskService) -> None:
+def test_actions_need_the_csrf_token_and_the_same_origin(
+    guarded: TestClient, fake_task_service: FakeTaskService
+) -> None:
     log_in(guarded)
     failed = fake_task_service.enqueue(explode, "boom")
     fake_task_service.run_all()
@@ -114,7 +120,9 @@ def test_actions_need_the_csrf_token_and_the_same_origin(guarded: TestClient, fa
 
     assert guarded.post(f"/dashboard/tasks/{failed}/retry", data={}).status_code == 403
     assert guarded.post(f"/dashboard/tasks/{failed}/retry", data={"csrf": "0" * 64}).status_code == 403
-    evil = guarded.post(f"/dashboard/tasks/{failed}/retry", data={"csrf": token}, headers={"Origin": "https://evil.example"})
+    evil = guarded.post(
+        f"/dashboard/tasks/{failed}/retry", data={"csrf": token}, headers={"Origin": "https://evil.example"}
+    )
     assert evil.status_code == 403
     as_json = guarded.post(f"/dashboard/tasks/{failed}/retry", json={"csrf": token})
     assert as_json.status_code == 403
@@ -126,7 +134,9 @@ def test_actions_need_the_csrf_token_and_the_same_origin(guarded: TestClient, fa
     assert done.headers["location"] == f"/dashboard/tasks/{new_id}?notice=retried"
 
 
-def test_every_value_is_escaped_and_the_policy_is_strict(guarded: TestClient, fake_task_service: FakeTaskService) -> None:
+def test_every_value_is_escaped_and_the_policy_is_strict(
+    guarded: TestClient, fake_task_service: FakeTaskService
+) -> None:
     log_in(guarded)
     hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>'
     task_id = fake_task_service.enqueue(explode, hostile)
@@ -138,7 +148,9 @@ def test_every_value_is_escaped_and_the_policy_is_strict(guarded: TestClient, fa
         policy = response.headers["content-security-policy"]
         assert "default-src 'none'" in policy and "script-src 'self'" in policy and "unsafe-inline" not in policy
         assert response.headers["x-frame-options"] == "DENY"
-        assert "<script>" not in response.text.replace('<script src="/dashboard/static/dashboard.js" defer></script>', "")
+        assert "<script>" not in response.text.replace(
+            '<script src="/dashboard/static/dashboard.js" defer></script>', ""
+        )
     search = guarded.get("/dashboard", params={"id": hostile})
     assert "<script>alert" not in search.text and "No task with that id" in search.text
 
@@ -146,7 +158,11 @@ def test_every_value_is_escaped_and_the_policy_is_strict(guarded: TestClient, fa
 def test_assets_are_served_by_the_package(guarded: TestClient) -> None:
     page = guarded.get("/dashboard/login").text
     assert "http://" not in page and "https://" not in page, "no asset from another origin"
-    for name, kind in (("dashboard.css", "text/css"), ("dashboard.js", "text/javascript"), ("favicon.svg", "image/svg")):
+    for name, kind in (
+        ("dashboard.css", "text/css"),
+        ("dashboard.js", "text/javascript"),
+        ("favicon.svg", "image/svg"),
+    ):
         response = guarded.get(f"/dashboard/static/{name}")
         assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
         again = guarded.get(f"/dashboard/static/{name}", headers={"If-None-Match": response.headers["etag"]})
@@ -154,7 +170,9 @@ def test_assets_are_served_by_the_package(guarded: TestClient) -> None:
     assert guarded.get("/dashboard/static/..%2Fsession.py").status_code == 404
 
 
-def test_cancel_a_scheduled_task_and_refuse_a_running_one(guarded: TestClient, fake_task_service: FakeTaskService) -> None:
+def test_cancel_a_scheduled_task_and_refuse_a_running_one(
+    guarded: TestClient, fake_task_service: FakeTaskService
+) -> None:
     from datetime import timedelta
 
     log_in(guarded)
@@ -165,7 +183,9 @@ def test_cancel_a_scheduled_task_and_refuse_a_running_one(guarded: TestClient, f
     assert fake_task_service.get_status(later).status == TaskStatus.CANCELLED
 
 
-def test_bulk_retry_acts_on_exactly_the_confirmed_tasks(guarded: TestClient, fake_task_service: FakeTaskService) -> None:
+def test_bulk_retry_acts_on_exactly_the_confirmed_tasks(
+    guarded: TestClient, fake_task_service: FakeTaskService
+) -> None:
     log_in(guarded)
     chosen = [fake_task_service.enqueue(explode, f"chosen {i}") for i in range(3)]
     fake_task_service.run_all()
