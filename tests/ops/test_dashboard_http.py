@@ -231,3 +231,36 @@ def test_open_dashboard_needs_no_login_but_still_csrf(fake_task_service: FakeTas
         fake_task_service.run_all()
         assert client.get("/dashboard").status_code == 200
         assert client.post(f"/dashboard/tasks/{task_id}/retry", data={"csrf": "bad"}).status_code == 403
+
+
+def test_logout_ends_the_session(guarded: TestClient) -> None:
+    log_in(guarded)
+    page = guarded.get("/dashboard")
+    assert page.status_code == 200 and "Log out" in page.text
+    assert guarded.post("/dashboard/logout", data={"csrf": "forged"}).status_code == 400
+    out = guarded.post("/dashboard/logout", data={"csrf": csrf_of(page.text)}, follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"].startswith("/dashboard/login")
+    assert guarded.get("/dashboard", follow_redirects=False).status_code == 303
+
+
+def test_a_changed_secret_ends_every_session(fake_task_service: FakeTaskService) -> None:
+    secret = {"value": "first"}
+    for client in build(
+        fake_task_service, admin_dependencies=[Depends(require_token)], session_secret=lambda: secret["value"]
+    ):
+        log_in(client)
+        assert client.get("/dashboard").status_code == 200
+        secret["value"] = "rotated"  # the reference app derives it from APP_ADMIN_TOKEN
+        assert client.get("/dashboard", follow_redirects=False).status_code == 303
+
+
+def test_login_only_redirects_inside_the_dashboard(guarded: TestClient) -> None:
+    for target in ("https://evil.example/", "//evil.example", "/dashboardevil", "/other"):
+        guarded.cookies.clear()
+        form = guarded.get("/dashboard/login")
+        response = guarded.post(
+            "/dashboard/login",
+            data={"csrf": csrf_of(form.text), "token": TOKEN, "next": target},
+            follow_redirects=False,
+        )
+        assert response.headers["location"] == "/dashboard", target
