@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from app import outbox, pipeline
+from app import outbox, pipeline, telemetry
 from app.db import get_database
 from app.imaging import THUMBNAIL_SIZES, make_thumbnails, sha256_of
 from app.models import Image, Notification, UpkeepRun
@@ -22,6 +22,7 @@ from app.storage import data_dir
 from taskservice import TaskConflict, get_task_service, periodic, set_progress, task
 
 log = logging.getLogger("app.tasks")
+telemetry.install()  # workers and beat import this module: count and trace where the tasks run
 
 MAX_THUMBNAIL_REPAIRS = 3
 # An image not ready yet may just have been uploaded, its task about to be enqueued: leave it be for a while.
@@ -82,7 +83,7 @@ def deliver_notification(notification_id: str) -> dict[str, Any]:
         notification = session.get(Notification, notification_id)
         if notification is None:
             return {"notification_id": notification_id, "skipped": "no such notification"}
-        if notification.status in ("sent", "failed", "cancelled"):
+        if notification.status in ("sent", "cancelled"):  # a failed one may be retried (service.retry)
             return {"notification_id": notification_id, "status": notification.status}
         notification.attempts += 1
         attempt = notification.attempts

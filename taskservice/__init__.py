@@ -1,5 +1,6 @@
 """taskservice: one interface for background work in FastAPI services, in-process or on Celery."""
 
+from taskservice.dashboard import create_dashboard
 from taskservice.errors import (
     BackendUnavailable,
     ServiceStopped,
@@ -49,6 +50,7 @@ __all__ = [
     "TaskStatus",
     "TaskStillActive",
     "UnsafeConfiguration",
+    "create_dashboard",
     "create_task_service",
     "create_tasks_router",
     "current_task",

@@ -13,7 +13,7 @@ from PIL import Image as PILImage
 from sqlalchemy import func, select
 
 from app.models import Image, OutboxMessage, UpkeepRun
-from tests.app.live import NOTIFY_MAX_RETRIES, UPKEEP_INTERVAL_S, LiveApp, wait_until
+from tests.app.live import ADMIN_TOKEN, NOTIFY_MAX_RETRIES, UPKEEP_INTERVAL_S, LiveApp, wait_until
 
 SAMPLES = Path(__file__).resolve().parents[2] / "app" / "samples"
 TASK_TIMEOUT_S = 60.0
@@ -105,7 +105,9 @@ def bad_project_flow(client: httpx.Client) -> None:
     assert project["error_message"].startswith("line 7, column 4 (units): 'twelve' is not a whole number")
     task = wait_for_task(client, task_id)
     assert task["status"] == "failed" and task["error"].startswith("PipelineError: line 7, column 4")
-    assert "Traceback" in task["traceback"] and "PipelineError" in task["traceback"]
+    assert task["traceback"] is None, "the traceback (server paths) is for admins only"
+    admin = client.get(f"/tasks/{task_id}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+    assert "Traceback" in admin["traceback"] and "PipelineError" in admin["traceback"]
 
 
 def post_notification(client: httpx.Client, to: str, send_at: datetime | None = None) -> dict[str, Any]:

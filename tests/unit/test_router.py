@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import pytest
@@ -13,6 +15,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.testclient import TestClient
 
 from taskservice import TaskStatus, create_tasks_router, set_progress, task
+from taskservice.events import StreamLimits
 from taskservice.testing import FakeTaskService, override_task_service
 
 TOKEN = "s3cret"
@@ -86,13 +89,37 @@ def test_get_one_task(serve: Serve, fake_task_service: FakeTaskService) -> None:
     }  # fmt: skip
 
 
-def test_get_a_failed_task_shows_the_error(serve: Serve, fake_task_service: FakeTaskService) -> None:
-    client = serve()
+def test_get_a_failed_task_shows_the_error_and_the_traceback_to_admins_only(
+    serve: Serve, fake_task_service: FakeTaskService
+) -> None:
+    client = serve(admin_dependencies=[Depends(require_token)])
     task_id = fake_task_service.enqueue(fail, "disk is full")
     fake_task_service.run_all()
-    body = client.get(f"/tasks/{task_id}").json()
-    assert (body["status"], body["error"]) == ("failed", "ValueError: disk is full")
-    assert "Traceback" in body["traceback"]
+
+    open_body = client.get(f"/tasks/{task_id}").json()
+    assert (open_body["status"], open_body["error"]) == ("failed", "ValueError: disk is full")
+    assert (open_body["traceback"], open_body["args"], open_body["kwargs"]) == (None, None, None)
+    wrong = client.get(f"/tasks/{task_id}", headers={"Authorization": "Bearer wrong"})
+    assert wrong.status_code == 200 and wrong.json()["traceback"] is None
+
+    admin_body = client.get(f"/tasks/{task_id}", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert "Traceback" in admin_body["traceback"] and "disk is full" in admin_body["traceback"]
+    assert admin_body["args"] == ["disk is full"]
+
+
+def test_closed_router_never_shows_tracebacks(serve: Serve, fake_task_service: FakeTaskService) -> None:
+    client = serve()  # no admin_dependencies: closed
+    task_id = fake_task_service.enqueue(fail, "disk is full")
+    fake_task_service.run_all()
+    assert client.get(f"/tasks/{task_id}", headers={"Authorization": f"Bearer {TOKEN}"}).json()["traceback"] is None
+
+
+def test_admin_check_honours_dependency_overrides(serve: Serve, fake_task_service: FakeTaskService) -> None:
+    client = serve(admin_dependencies=[Depends(require_token)])
+    client.app.dependency_overrides[require_token] = lambda: None  # type: ignore[attr-defined]
+    task_id = fake_task_service.enqueue(fail, "disk is full")
+    fake_task_service.run_all()
+    assert "Traceback" in client.get(f"/tasks/{task_id}").json()["traceback"]
 
 
 def test_unknown_id_is_404(serve: Serve) -> None:
@@ -256,3 +283,125 @@ def test_openapi_lists_the_responses(admin_dependencies: Sequence[Any] | None) -
     events = responses_of(document, "/tasks/{task_id}/events", "get")
     assert {"200", "404"} <= set(events)
     assert "text/event-stream" in events["200"]["content"]
+
+
+# --- filters and cursor pagination ---------------------------------------------------------
+
+
+def test_list_filters_by_name_and_time_and_pages_with_a_cursor(
+    serve: Serve, fake_task_service: FakeTaskService
+) -> None:
+    client = serve(admin_dependencies=[])
+    adds = [fake_task_service.enqueue(add, i, i) for i in range(5)]
+    time.sleep(0.01)
+    boundary = datetime.now(UTC)
+    time.sleep(0.01)
+    fails = [fake_task_service.enqueue(fail, str(i)) for i in range(3)]
+
+    by_name = client.get("/tasks", params={"name": fail.name}).json()
+    assert [item["id"] for item in by_name] == fails[::-1]
+    before = client.get("/tasks", params={"enqueued_before": boundary.isoformat()}).json()
+    assert [item["id"] for item in before] == adds[::-1]
+    after = client.get("/tasks", params={"enqueued_after": boundary.isoformat()}).json()
+    assert [item["id"] for item in after] == fails[::-1]
+    naive = boundary.replace(tzinfo=None).isoformat()  # a time without a zone is read as UTC
+    assert [item["id"] for item in client.get("/tasks", params={"enqueued_after": naive}).json()] == fails[::-1]
+
+    seen: list[str] = []
+    response = client.get("/tasks", params={"name": add.name, "limit": 2})
+    while True:
+        assert response.status_code == 200
+        seen += [item["id"] for item in response.json()]
+        if "X-Next-Cursor" not in response.headers:
+            break
+        assert response.headers["Link"].endswith('rel="next"') and f"name={add.name}" in response.headers["Link"]
+        cursor = response.headers["X-Next-Cursor"]
+        response = client.get("/tasks", params={"name": add.name, "limit": 2, "cursor": cursor})
+    assert seen == adds[::-1], "every task once, newest first, across pages"
+
+    for bad in ("nope", "-5_abc", "99999999999999999999_abc", "1_" + "x" * 300):
+        assert client.get("/tasks", params={"cursor": bad}).status_code == 422, bad
+
+
+# --- the events stream is bounded ----------------------------------------------------------
+
+
+class CountingFake(FakeTaskService):
+    """The fake, counting how often the record of a task is read (to see the polling back off)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def _read(self, task_id: str) -> Any:
+        self.reads += 1
+        return super()._read(task_id)
+
+
+def test_event_streams_are_capped_in_total_and_per_task(fake_task_service: FakeTaskService) -> None:
+    limits = StreamLimits(max_streams=4, max_streams_per_task=2, poll_interval_s=0.01, keepalive_s=0.05)
+    app = FastAPI()
+    app.include_router(create_tasks_router(stream_limits=limits))
+    a, b, c = (fake_task_service.enqueue(add, i, i) for i in range(3))
+    with override_task_service(app, fake_task_service), TestClient(app) as client, contextlib.ExitStack() as open_:
+        for task_id in (a, a, b):
+            assert open_.enter_context(client.stream("GET", f"/tasks/{task_id}/events")).status_code == 200
+        per_task = client.get(f"/tasks/{a}/events")
+        assert per_task.status_code == 429 and "Retry-After" in per_task.headers
+        assert open_.enter_context(client.stream("GET", f"/tasks/{b}/events")).status_code == 200
+        total = client.get(f"/tasks/{c}/events")
+        assert total.status_code == 503 and "too many open event streams" in total.json()["detail"]
+        open_.close()  # the three streams end: their slots come back
+        with client.stream("GET", f"/tasks/{c}/events") as again:
+            assert again.status_code == 200
+
+
+def test_an_event_stream_ends_at_its_time_limit() -> None:
+    fake = CountingFake()
+    limits = StreamLimits(max_stream_s=0.5, poll_interval_s=0.01, max_poll_interval_s=0.05, keepalive_s=0.1)
+    app = FastAPI()
+    app.include_router(create_tasks_router(stream_limits=limits))
+    with override_task_service(app, fake), TestClient(app) as client:
+        task_id = fake.enqueue(add, 1, 1)  # stays pending: the stream has nothing to wait for but its limit
+        started = time.monotonic()
+        with client.stream("GET", f"/tasks/{task_id}/events") as response:
+            lines = list(response.iter_lines())
+        elapsed_s = time.monotonic() - started
+    assert 0.4 < elapsed_s < 3, elapsed_s
+    assert lines[0] == "retry: 3000" and any(line.startswith("data:") for line in lines)
+    assert lines[-2] == ": this stream reached its time limit; reconnect to follow on"
+
+
+def test_polling_of_an_idle_task_backs_off_and_streams_of_one_task_share_it() -> None:
+    fake = CountingFake()
+    limits = StreamLimits(max_stream_s=1.5, poll_interval_s=0.01, max_poll_interval_s=0.3, keepalive_s=5)
+    app = FastAPI()
+    app.include_router(create_tasks_router(stream_limits=limits))
+    with override_task_service(app, fake), TestClient(app) as client:
+        task_id = fake.enqueue(add, 1, 1)
+
+        def follow() -> None:
+            with client.stream("GET", f"/tasks/{task_id}/events") as response:
+                list(response.iter_lines())
+
+        followers = [threading.Thread(target=follow) for _ in range(5)]
+        for follower in followers:
+            follower.start()
+        for follower in followers:
+            follower.join(timeout=10)
+    # Without back-off five streams polling every 10 ms for 1.5 s would read ~750 times; shared and backed
+    # off, the poller reads 0.01 + 0.02 + ... + 0.3 s apart: about a dozen times, plus one read per request.
+    assert fake.reads <= 25, fake.reads
+
+
+def test_events_hide_the_traceback_from_open_callers(serve: Serve, fake_task_service: FakeTaskService) -> None:
+    client = serve(admin_dependencies=[Depends(require_token)])
+    task_id = fake_task_service.enqueue(fail, "disk is full")
+    fake_task_service.run_all()
+    with client.stream("GET", f"/tasks/{task_id}/events") as response:
+        (event,) = list(read_events(response.iter_lines()))
+    assert event["data"]["error"] == "ValueError: disk is full" and event["data"]["traceback"] is None
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    with client.stream("GET", f"/tasks/{task_id}/events", headers=admin) as response:
+        (event,) = list(read_events(response.iter_lines()))
+    assert "Traceback" in event["data"]["traceback"]
