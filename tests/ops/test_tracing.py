@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from taskservice import TaskService, TaskServiceDep, TaskServiceMiddleware, set_task_service
 from taskservice.log_context import TaskLogFilter
 from taskservice.tracing import instrument_tracing, uninstrument_tracing
-from tests.harnesses import inprocess_service
+from tests.harnesses import inprocess
 from tests.ops.browser import eventually
 from tests.ops.traced_tasks import traced, traced_failure
 
@@ -83,7 +83,8 @@ def test_one_trace_from_the_request_to_the_attempt_in_process(
     tracing: tuple[InMemorySpanExporter, TracerProvider, Captured], tmp_path: Path
 ) -> None:
     exporter, provider, captured = tracing
-    with inprocess_service(tmp_path, "memory://") as service:
+    with inprocess(tmp_path, "memory://") as run:
+        service = run.service
         previous = set_task_service(service)
         try:
             with TestClient(traced_app(service, provider)) as client:
