@@ -7,11 +7,13 @@ tasks in bulk; and watches a pipeline's progress move without reloading the page
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
@@ -46,8 +48,16 @@ def log_in(driver: WebDriver, live: LiveApp, path: str = "/dashboard") -> None:
     eventually(lambda: "/login" not in driver.current_url, 10, "the login to go through")
 
 
-def text_of(driver: WebDriver, selector: str) -> str:
-    return str(driver.find_element(By.CSS_SELECTOR, selector).text)
+def text_of(driver: WebDriver, selector: str, timeout_s: float = 10.0) -> str:
+    """The text of the element, read again if the page was replaced under it (a redirect still loading)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return str(driver.find_element(By.CSS_SELECTOR, selector).text)
+        except (StaleElementReferenceException, NoSuchElementException):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def test_without_login_the_login_page_comes_up(ops_live: LiveApp, browser: WebDriver) -> None:
