@@ -138,10 +138,10 @@ def test_a_hard_time_limit_says_it_timed_out_in_the_core_s_words() -> None:
     assert error == timeout_error(6.0)
 
 
-def test_a_retry_carries_its_due_time_and_message() -> None:
-    request = SimpleNamespace(taskservice_retry=(1234.5, "the message"))
+def test_a_retry_carries_its_delay_and_message() -> None:
+    request = SimpleNamespace(taskservice_retry=(12.5, "the message"))
     change = record_change(RuntimeError("run 1"), states.RETRY, "tb", request)
-    assert (change.mode, change.retry_due_s) == ("retry", 1234.5)
+    assert (change.mode, change.retry_delay_s) == ("retry", 12.5)
     assert change.fields == {
         "status": "retrying",
         "error": "RuntimeError: run 1",

@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import fakeredis
 import pytest
 import redis
 
@@ -24,35 +22,9 @@ from taskservice.codec import encode_arguments
 from taskservice.registry import Task
 from taskservice.service import TaskCall, TaskQuery
 from tests import tasks
-from tests.processes import RedisServer, redis_server
 
 LEASE_MS = 5_000
 DEFAULTS = ClaimDefaults("tests.add", "celery", max_retries=0, retry_backoff_s=1.0, timeout_s=None)
-
-
-@pytest.fixture(scope="module")
-def real_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with redis_server(tmp_path_factory.mktemp("records-redis")) as server:
-        yield server
-
-
-@pytest.fixture(params=["fakeredis", "redis-server"])
-def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
-    if request.param == "fakeredis":
-        fake = fakeredis.FakeRedis()
-        yield fake
-        fake.close()
-        return
-    server: RedisServer = request.getfixturevalue("real_redis")
-    real = redis.Redis.from_url(server.url)
-    real.flushdb()
-    yield real
-    real.close()
-
-
-@pytest.fixture
-def records(client: redis.Redis) -> WorkerRecords:
-    return WorkerRecords(client, result_ttl_s=60)
 
 
 def make_call(handle: Task[..., Any], *args: Any, run_at: datetime | None = None, **options: Any) -> TaskCall:
