@@ -82,8 +82,8 @@ class ScheduleDispatcher(bootsteps.StartStopStep):  # type: ignore[misc]  # cele
                     next_recovery = time.monotonic() + min(RECOVER_INTERVAL_S, lease_ms / 4000)
                     for task_id in records.recover(lease_ms, *unacked):
                         log.info("taskservice: task %s had no live worker; published it again", task_id)
-                if time.monotonic() >= next_trim:
-                    next_trim = time.monotonic() + TRIM_INTERVAL_S
+                if time.monotonic() >= next_trim:  # a short retention (tests) is trimmed more often
+                    next_trim = time.monotonic() + min(TRIM_INTERVAL_S, max(1.0, records.result_ttl_s / 4))
                     for _ in range(10):
                         if records.trim(TRIM_BATCH) < TRIM_BATCH:
                             break

@@ -27,7 +27,7 @@ from backends.celery.config import lease_ms
 from backends.celery.outage import persist
 from backends.celery.settings import CelerySettings
 from backends.celery.states import PROGRESS, status_of_state
-from backends.celery.store.worker_records import STALE, WorkerRecords
+from backends.celery.store.worker_records import FINAL, STALE, WorkerRecords
 from taskservice import attempts
 from taskservice.attempts import Outcome
 from taskservice.models import FINAL_STATUSES, TaskStatus
@@ -145,8 +145,11 @@ class RecordingRedisBackend(RedisBackend):  # type: ignore[misc]  # celery ships
         change = record_change or RecordChange("meta")
         key = self.get_key_for_task(task_id)
         args = (task_id, change.mode, encoded, expires, change.fields, change.retry_delay_s, key, holder_token(request))
-        if persist(self.records.store, args, f"store the result of task {task_id}") == STALE:
+        stored = persist(self.records.store, args, f"store the result of task {task_id}")
+        if stored == STALE:
             log.warning("taskservice: task %s is held by another attempt now: this result was dropped", task_id)
+        elif stored == FINAL and change.mode != "meta":
+            log.info("taskservice: task %s had already ended: this result was dropped", task_id)
         return result
 
 

@@ -27,6 +27,7 @@ from backends.celery.store.records import (
 from backends.celery.store.snapshots import text, to_seconds, to_us
 
 STALE = "stale"  # what ``store`` returns when the attempt lost its task to another holder
+FINAL = "final"  # what ``store`` returns when the task had already ended
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,9 +160,12 @@ class WorkerRecords(TaskRecords):
         return [text(task_id) for task_id in self._refresh(self.prefix, lease_ms, *pairs)]
 
     def recover(self, lease_ms: int, unacked_index_key: str, unacked_key: str, limit: int = 500) -> list[str]:
-        """Re-publish tasks whose worker is gone (running without a lease, or taken and never claimed)."""
-        min_age_s = lease_ms / 1000
-        reply = self._recover(self.prefix, unacked_index_key, unacked_key, repr(min_age_s), limit, lease_ms)
+        """Re-publish tasks whose worker is gone: running without a lease for half a lease more (the
+        holder's refreshes come every third of one), or taken and never claimed for a lease."""
+        min_age_s, grace_s = lease_ms / 1000, lease_ms / 2000
+        reply = self._recover(
+            self.prefix, unacked_index_key, unacked_key, repr(min_age_s), limit, lease_ms, repr(grace_s)
+        )
         return [text(task_id) for task_id in reply]
 
     def trim(self, limit: int = 1000) -> int:

@@ -3,7 +3,10 @@
 -- older than a lease whose task is running without a lease (its holder stopped refreshing), or still
 -- pending (taken, never claimed), is pushed onto its queue again, once per lease period. The claim
 -- makes a copy harmless: it runs only if nobody holds the task, otherwise it is parked or dropped.
--- ARGV: prefix, unacked index key, unacked hash key, min age s, limit, lease_ms
+-- A lease found missing is first only suspected: its holder gets ``grace`` seconds to take it back
+-- (its refresh does, after Redis itself was unresponsive or the holder paused briefly), and only a
+-- lease still missing after that is recovered.
+-- ARGV: prefix, unacked index key, unacked hash key, min age s, limit, lease_ms, grace s
 -- Returns the ids re-published.
 local prefix = ARGV[1]
 local t = redis.call('TIME')
@@ -22,7 +25,16 @@ for _, tag in ipairs(tags) do
     local record = prefix .. 'task:' .. id
     local f = redis.call('HMGET', record, 'status', 'queue', 'after')
     local st = f[1]
-    local orphaned = st == RUNNING and redis.call('EXISTS', prefix .. 'lease:' .. id) == 0
+    local orphaned = false
+    if st == RUNNING and redis.call('EXISTS', prefix .. 'lease:' .. id) == 0 then
+      local suspect_key = prefix .. 'suspect:' .. id
+      local since = redis.call('GET', suspect_key)
+      if not since then
+        redis.call('SET', suspect_key, string.format('%.6f', now), 'PX', 3 * tonumber(ARGV[6]))
+      else
+        orphaned = now - tonumber(since) >= tonumber(ARGV[7])
+      end
+    end
     if (orphaned or (st == PENDING and not f[3]))
        and redis.call('SET', prefix .. 'recovering:' .. id, '1', 'PX', ARGV[6], 'NX') then
       if type(envelope.properties) == 'table' then
