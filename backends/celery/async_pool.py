@@ -128,9 +128,16 @@ class ReadySignal(bootsteps.StartStopStep):  # type: ignore[misc]
         fd = os.environ.pop(READY_FD_ENV, None)
         if fd is None:
             return
+        # "<node> ready." is what operators and scripts wait for: only the worker that started this one says it
+        logging.getLogger("celery.apps.worker").addFilter(_NotReadyLine())
         with contextlib.suppress(OSError):
             os.write(int(fd), b"1")
             os.close(int(fd))
+
+
+class _NotReadyLine(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "%s ready."
 
 
 def _loglevel(worker: Any) -> str:

@@ -18,15 +18,19 @@ from taskservice.errors import BackendUnavailable
 
 log = logging.getLogger("taskservice.celery")
 
+_REFUSALS = (
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.MasterDownError,
+)
 FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 30.0
 
 
 def is_outage(exc: BaseException) -> bool:
     """Redis cannot take the work now (unreachable, hung, refusing writes), as opposed to a bug."""
-    if isinstance(exc, REDIS_ERRORS | redis.exceptions.BusyLoadingError | redis.exceptions.ReadOnlyError):
-        return True
-    if isinstance(exc, redis.exceptions.OutOfMemoryError | redis.exceptions.MasterDownError):
+    if isinstance(exc, REDIS_ERRORS) or isinstance(exc, _REFUSALS):
         return True
     return isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(("MISCONF", "OOM", "READONLY"))
 
@@ -47,11 +51,13 @@ def unavailable(exc: BaseException) -> BackendUnavailable:
 
 class RetryLog:
     """Back-off and logging for a loop that talks to Redis: a WARNING line per failed step, doubling
-    the wait (1 s up to 30 s), and an INFO line once it works again."""
+    the wait (1 s up to 30 s), and an INFO line once it works again. Failures reported faster than
+    the back-off (a caller that does not wait) are counted, not logged."""
 
     def __init__(self, doing: str) -> None:
         self.doing = doing
         self._failures = 0
+        self._next_line_at = 0.0
         self._lock = threading.Lock()
 
     @property
@@ -67,8 +73,12 @@ class RetryLog:
 
     def failed(self, exc: BaseException) -> None:
         with self._lock:
+            now = time.monotonic()
+            if now < self._next_line_at:
+                return
             self._failures += 1
             wait_s = min(FIRST_RETRY_S * 2 ** (self._failures - 1), MAX_RETRY_S)
+            self._next_line_at = now + wait_s * 0.9
         if is_outage(exc):
             log.warning("taskservice: could not %s: %s; trying again in %.0f s", self.doing, unavailable(exc), wait_s)
         else:  # not Redis being away: a defect worth its traceback, once per step all the same
@@ -76,7 +86,7 @@ class RetryLog:
 
     def succeeded(self) -> None:
         with self._lock:
-            failures, self._failures = self._failures, 0
+            failures, self._failures, self._next_line_at = self._failures, 0, 0.0
         if failures:
             log.info("taskservice: Redis answers again (%s)", self.doing)
 

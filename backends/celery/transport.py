@@ -4,6 +4,12 @@ kombu records each message a worker takes (a ZADD and an HSET) and forgets it at
 and an HDEL), each pair in a MULTI/EXEC transaction: four commands per task that buy nothing here.
 The pair goes to Redis in one write either way, and the window that matters (between the BRPOP
 that takes a message and the write that records it) is the same with or without the transaction.
+
+A Redis that refuses that write (out of memory under ``noeviction``, a read-only replica) would
+make kombu raise in the consumer: the worker exits and the message it had just taken is lost. Here
+the write is tried again with back-off until Redis takes it, one log line per step (``persist``), and
+the periodic restore of old messages is skipped until Redis takes writes again.
+
 Everything else, the restore after the visibility timeout included, is kombu's own code.
 """
 
@@ -15,8 +21,27 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
+from backends.celery.outage import RetryLog, is_outage, persist
+
+_RESTORE_LOG = RetryLog("restore messages past the visibility timeout")
+_BINDINGS_LOG = RetryLog("refresh the remote-control bindings")
+
 
 class QoS(kombu_redis.QoS):
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        persist(super().append, (message, delivery_tag), "record a message this worker took")
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        # periodic and best effort: a Redis that refuses the lock's write now is asked again next time
+        try:
+            super().restore_visible(*args, **kwargs)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            _RESTORE_LOG.failed(exc)
+        else:
+            _RESTORE_LOG.succeeded()
+
     @contextlib.contextmanager
     def pipe_or_acquire(self, pipe: Any = None, client: Any = None) -> Iterator[Any]:
         if pipe:
@@ -28,6 +53,15 @@ class QoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
+
+    def maybe_refresh_binding_expiry(self) -> None:
+        # kombu logs a traceback on every poll while Redis refuses the script: once per back-off step here
+        try:
+            super().maybe_refresh_binding_expiry()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            _BINDINGS_LOG.failed(exc)  # most calls run no script: a quiet one does not say it works again
 
 
 class Transport(kombu_redis.Transport):

@@ -16,6 +16,7 @@ from celery.exceptions import InvalidTaskError
 from celery.worker.request import Request
 
 from backends.celery.result_backend import ANONYMOUS, OUTCOME_REQUEST_ATTRIBUTE, TOKEN_REQUEST_ATTRIBUTE
+from backends.celery.store.messages import DEFAULT_QUEUE
 from taskservice import attempts
 from taskservice.attempts import AttemptInfo
 from taskservice.codec import MAX_NESTING_DEPTH
@@ -52,6 +53,8 @@ class CheckedRequest(Request):  # type: ignore[misc]  # celery ships no type hin
             raise InvalidTaskError(f"task {self.id} refused: {error}")
 
     def _fail(self, error: str) -> None:
+        queue = (self._delivery_info or {}).get("routing_key") or DEFAULT_QUEUE
+        self.task.backend.records.adopt(self.id, self.task.claim_defaults(queue))  # a raw message has no record
         outcome = attempts.interrupted(AttemptInfo(self.id, self.name, 0), error)
         context = self._context
         setattr(context, OUTCOME_REQUEST_ATTRIBUTE, outcome)

@@ -73,7 +73,7 @@ class RecordedTask(CeleryTask):  # type: ignore[misc]  # celery ships no type hi
         try:
             claim = persist(
                 records.claim,
-                (request.id, attempt.token, lease, lambda: self._claim_defaults(queue)),
+                (request.id, attempt.token, lease, lambda: self.claim_defaults(queue)),
                 f"claim task {request.id}",
             )
             if claim.verdict != "run":
@@ -158,7 +158,8 @@ class RecordedTask(CeleryTask):  # type: ignore[misc]  # celery ships no type hi
         finally:
             current_reporter.reset(reporter_token)
 
-    def _claim_defaults(self, queue: str) -> ClaimDefaults:
+    def claim_defaults(self, queue: str) -> ClaimDefaults:
+        """The record options of a message sent without taskservice: this task's defaults."""
         options = self.handle.default_options
         return ClaimDefaults(self.name, queue, options.max_retries, options.retry_backoff, options.timeout)
 

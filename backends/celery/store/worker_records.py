@@ -82,13 +82,7 @@ class WorkerRecords(TaskRecords):
         reply = self._claim(*args)
         verdict = text(reply[0])
         if verdict == "missing":  # sent without taskservice: give it a record, then claim it as usual
-            known = defaults() if callable(defaults) else defaults
-            now = datetime.now(UTC)
-            self._adopt(
-                keys=[self.record_key(task_id), self.index_key],
-                args=[task_id, to_us(now), to_seconds(now), "", known.name, known.queue, known.max_retries,
-                      known.retry_backoff_s, "" if known.timeout_s is None else known.timeout_s, self.prefix],
-            )  # fmt: skip
+            self.adopt(task_id, defaults() if callable(defaults) else defaults)
             reply = self._claim(*args)
             verdict = text(reply[0])
         if verdict == "run":
@@ -106,6 +100,15 @@ class WorkerRecords(TaskRecords):
         if verdict == "conflict":
             return Claim("conflict", unique_key=text(reply[1]), holder=text(reply[2]))
         return Claim(verdict)
+
+    def adopt(self, task_id: str, known: ClaimDefaults) -> None:
+        """Give a message sent without taskservice a pending record (nothing if it has one)."""
+        now = datetime.now(UTC)
+        self._adopt(
+            keys=[self.record_key(task_id), self.index_key],
+            args=[task_id, to_us(now), to_seconds(now), "", known.name, known.queue, known.max_retries,
+                  known.retry_backoff_s, "" if known.timeout_s is None else known.timeout_s, self.prefix],
+        )  # fmt: skip
 
     def store(
         self,
