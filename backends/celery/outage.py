@@ -30,7 +30,7 @@ MAX_RETRY_S = 30.0
 
 def is_outage(exc: BaseException) -> bool:
     """Redis cannot take the work now (unreachable, hung, refusing writes), as opposed to a bug."""
-    if isinstance(exc, REDIS_ERRORS) or isinstance(exc, _REFUSALS):
+    if isinstance(exc, (*REDIS_ERRORS, *_REFUSALS)):
         return True
     return isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(("MISCONF", "OOM", "READONLY"))
 

@@ -34,7 +34,7 @@ class QoS(kombu_redis.QoS):
     def restore_visible(self, *args: Any, **kwargs: Any) -> None:
         # periodic and best effort: a Redis that refuses the lock's write now is asked again next time
         try:
-            super().restore_visible(*args, **kwargs)
+            super().restore_visible(*args, **kwargs)  # type: ignore[no-untyped-call]
         except Exception as exc:
             if not is_outage(exc):
                 raise
@@ -57,7 +57,7 @@ class Channel(kombu_redis.Channel):
     def maybe_refresh_binding_expiry(self) -> None:
         # kombu logs a traceback on every poll while Redis refuses the script: once per back-off step here
         try:
-            super().maybe_refresh_binding_expiry()
+            super().maybe_refresh_binding_expiry()  # type: ignore[no-untyped-call]
         except Exception as exc:
             if not is_outage(exc):
                 raise

@@ -157,7 +157,7 @@ def test_a_worker_whose_clock_runs_ahead_fires_nothing_early(tmp_path: Path) -> 
         try:
             with celery_worker(env, tmp_path / "worker.log", concurrency=1):
                 due = datetime.now(UTC) + timedelta(seconds=6)
-                scheduled = service.schedule(fault_tasks.journal_sleep, due, str(journal), 0.0)
+                service.schedule(fault_tasks.journal_sleep, due, str(journal), 0.0)
                 retried = service.enqueue(tasks.flaky.options(retry_backoff=4.0), str(flaky_dir), 1)
                 time.sleep(2.5)
                 assert journal_counts(journal) == (0, 0), "a schedule fired early"
