@@ -19,6 +19,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 
 from backends.celery.outage import RetryLog, is_outage, persist
@@ -68,4 +69,6 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
-TRANSPORT = f"{__name__}:Transport"
+# the name Celery's own log lines show for the broker URL ("taskservice-redis://host:port/db")
+TRANSPORT = "taskservice-redis"
+TRANSPORT_ALIASES.setdefault(TRANSPORT, f"{__name__}:Transport")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -213,10 +214,49 @@ def test_flower_refuses_to_start_without_credentials() -> None:
     assert caught.value.code == FLOWER_REFUSAL and "FLOWER_BASIC_AUTH=user:password" in FLOWER_REFUSAL
 
 
-@pytest.mark.parametrize("bad", ["admin", "admin:", ":pw", "a:b,c"])
+@pytest.mark.parametrize("bad", ["", "admin", "admin:", ":pw", "a:b,c", "admin:pw,"])
 def test_flower_refuses_malformed_credentials(bad: str) -> None:
     with pytest.raises(SystemExit):
         guard_flower(FLOWER, {"FLOWER_BASIC_AUTH": bad}, settings())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--auth="],
+        ["--auth", "--port=1"],
+        ["--basic-auth="],
+        ["--basic_auth=admin:"],
+        ["--basic-auth=admin:"],
+        ["--basic-auth", "admin:"],
+        ["--auth=.*@example.com"],  # an e-mail pattern needs an OAuth provider to check it
+    ],
+)
+def test_flower_refuses_every_empty_or_unusable_auth_option(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        guard_flower([*FLOWER, *argv], {}, settings())
+    assert FLOWER_REFUSAL in str(caught.value.code)
+    with pytest.raises(SystemExit):  # valid credentials elsewhere do not excuse an empty one
+        guard_flower([*FLOWER, *argv], {"FLOWER_BASIC_AUTH": "admin:pw"}, settings())
+
+
+@pytest.mark.parametrize("environ", [{"FLOWER_AUTH": ""}, {"FLOWER_AUTH": ".*"}, {"FLOWER_BASIC_AUTH": "admin:"}])
+def test_flower_refuses_unusable_auth_from_the_environment(environ: dict[str, str]) -> None:
+    with pytest.raises(SystemExit):
+        guard_flower(FLOWER, dict(environ), settings())
+
+
+def test_flower_reads_its_configuration_file_as_flower_does(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.py"
+    empty.write_text("basic_auth = ['admin:']\n")
+    with pytest.raises(SystemExit):
+        guard_flower([*FLOWER, f"--conf={empty}"], {}, settings())
+    good = tmp_path / "good.py"
+    good.write_text("basic_auth = ['admin:pw']\n")
+    guard_flower([*FLOWER, f"--conf={good}"], {}, settings())
+    oauth = tmp_path / "oauth.py"
+    oauth.write_text("auth = '.*@example.com'\nauth_provider = 'flower.views.auth.GithubLoginHandler'\n")
+    guard_flower([*FLOWER, f"--conf={oauth}"], {}, settings())
 
 
 def test_flower_starts_with_credentials_on_loopback_by_default() -> None:
