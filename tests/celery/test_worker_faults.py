@@ -197,18 +197,17 @@ def test_a_worker_or_beat_without_task_modules_refuses_in_one_line(command: str,
 
 def test_with_redis_down_a_worker_logs_one_line_per_retry_step(tmp_path: Path) -> None:
     log = tmp_path / "worker.log"
-    with redis_server(tmp_path / "redis") as server:
-        with celery_worker(celery_env(server, MODULES), log, concurrency=1):
-            mark = len(log.read_text())
-            server.stop()
-            time.sleep(12)
-            outage = log.read_text()[mark:]
-            server.restart()
-            service = CeleryTaskService(celery_settings(server, MODULES))
-            try:
-                assert service.wait(service.enqueue(tasks.add, 1, 2), timeout_s=40).result == 3, "it recovers"
-            finally:
-                service.close()
+    with redis_server(tmp_path / "redis") as server, celery_worker(celery_env(server, MODULES), log, concurrency=1):
+        mark = len(log.read_text())
+        server.stop()
+        time.sleep(12)
+        outage = log.read_text()[mark:]
+        server.restart()
+        service = CeleryTaskService(celery_settings(server, MODULES))
+        try:
+            assert service.wait(service.enqueue(tasks.add, 1, 2), timeout_s=40).result == 3, "it recovers"
+        finally:
+            service.close()
     ours = [line for line in outage.splitlines() if "taskservice: could not" in line]
     assert ours and all("trying again in" in line for line in ours)
     # the worker and its async pool each dispatch: 1, 2, 4, 8 s in 12 s, not one line a second
