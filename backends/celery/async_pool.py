@@ -36,13 +36,17 @@ APP = "backends.celery_app"
 READY_FD_ENV = "TASK_ASYNC_READY_FD"  # the child writes one byte there once it consumes
 START_TIMEOUT_S = 90.0
 RESTART_DELAY_S = 2.0
+# the next tasks wait in the pool's own queue, so a thread that finished one starts the next at once
+# (not after an ack, a fetch and a hand-over); a message held there is recovered like any taken one
+PREFETCH_MULTIPLIER = 4
 
 
 def async_worker_args(concurrency: int, nodename: str, loglevel: str) -> list[str]:
     """The command line of the async pool's worker."""
     return [
         sys.executable, "-m", "celery", "-A", APP, "worker", "-Q", ASYNC_QUEUE, "--pool=threads",
-        f"--concurrency={concurrency}", "-n", f"async.{nodename}", f"--loglevel={loglevel}",
+        f"--concurrency={concurrency}", f"--prefetch-multiplier={PREFETCH_MULTIPLIER}",
+        "-n", f"async.{nodename}", f"--loglevel={loglevel}",
         "--without-gossip", "--without-mingle",
     ]  # fmt: skip
 
