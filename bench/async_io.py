@@ -25,7 +25,7 @@ def _span_s(results: list[Any]) -> float:
     finished = [result.finished_at for result in results if result.finished_at is not None]
     if len(finished) != len(results) or len(started) != len(results):
         raise RuntimeError(f"{len(results) - len(finished)} tasks did not finish")
-    return (max(finished) - min(started)).total_seconds()
+    return float((max(finished) - min(started)).total_seconds())
 
 
 async def _inprocess(n: int, seconds: float, concurrency: int) -> float:
@@ -77,6 +77,6 @@ def run(config: Config, redis: RedisServer) -> list[Row]:
         runs["inprocess"].append({"s": inprocess_s(n, seconds, concurrency)})
         runs["celery"].append({"s": celery_s(config, redis, n, seconds, concurrency, str(repetition))})
     celery, inprocess = median_of(runs["celery"])["s"], median_of(runs["inprocess"])["s"]
-    scenario = f"async I/O, N={n:,} × {seconds:g} s, TASK_ASYNC_CONCURRENCY={concurrency}"
+    scenario = f"async I/O, N={n:,} x {seconds:g} s, TASK_ASYNC_CONCURRENCY={concurrency}"
     note = "one Celery worker host (prefork -c2 + its async pool) vs the in-process runner"
     return [Row(scenario, "time to drain", "s", celery, inprocess, "in-process", False, note)]

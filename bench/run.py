@@ -49,7 +49,7 @@ def targets(config: Config, rows: Sequence[Row]) -> list[Target]:
         ratio_target(
             rows,
             "async I/O on one Celery worker host ≤ 1.25x the in-process time",
-            f"async I/O, N={config.async_io_tasks:,} × {config.async_io_seconds:g} s, "
+            f"async I/O, N={config.async_io_tasks:,} x {config.async_io_seconds:g} s, "
             f"TASK_ASYNC_CONCURRENCY={config.async_io_concurrency}",
             "time to drain",
             1.25,
