@@ -89,18 +89,17 @@ def queue_for(is_async: bool, queue: str | None) -> str:
     return queue or (ASYNC_QUEUE if is_async else DEFAULT_QUEUE)
 
 
+# Celery's FAILURE meta for a task that did not run because its dependency (after=) did not succeed;
+# the scripts fill in \3 (the error, JSON-encoded) and \4 (the task id, JSON-encoded)
+DEPENDENCY_FAILURE_META = (
+    '{"status": "FAILURE", "result": {"exc_type": "RuntimeError", "exc_message": [\3], "exc_module": "builtins"}, '
+    '"traceback": null, "children": [], "date_done": null, "task_id": \4}'
+)
+
+
 def dependency_failure_meta() -> str:
-    """Celery's FAILURE meta for a task that did not run because its dependency (after=) did not succeed.
-
-    The scripts fill in ``\3`` (the error, JSON-encoded) and ``\4`` (the task id, JSON-encoded).
-    """
-    head = json.dumps({"status": "FAILURE", "traceback": None, "children": [], "date_done": _now_iso()})
-    result = '"result": {"exc_type": "RuntimeError", "exc_message": [\3], "exc_module": "builtins"}'
-    return head[:-1] + ", " + result + ', "task_id": \4}'
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
+    """``DEPENDENCY_FAILURE_META``."""
+    return DEPENDENCY_FAILURE_META
 
 
 def revoked_meta(task_id: str, reason: str = "cancelled") -> str:

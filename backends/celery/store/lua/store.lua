@@ -27,12 +27,12 @@ if mode == 'progress' and st ~= RUNNING then return 1 end
 -- only what changes: removing a field the record does not have is skipped (each call costs)
 local present = {error = record[3], traceback = record[3], message = record[4]}
 local set, drop = {}, {}
-local new_status
+local new_status, finished_us
 for name, value in pairs(cjson.decode(ARGV[9])) do
   if value ~= cjson.null then
     set[#set + 1] = name
     set[#set + 1] = value
-    if name == 'status' then new_status = value end
+    if name == 'status' then new_status = value elseif name == 'finished_at' then finished_us = value end
   elseif present[name] ~= false then
     drop[#drop + 1] = name
   end
@@ -47,9 +47,12 @@ end
 -- a parked duplicate in the schedule set finds the final status and is dropped by the dispatcher
 if mode == 'final' then
   release_unique(record_key, id, record[2])
-  local now_s, now_us = redis_now()
-  redis.call('ZADD', prefix .. 'finished', now_s, id)  -- the retention counts from here (``TRIM``)
+  -- the retention counts from the finish the worker recorded (``TRIM``): a TIME call per task saved,
+  -- at the price of a retention that is off by that worker's clock skew
+  local finished_s = finished_us and tonumber(finished_us) / 1e6 or redis_now()
+  redis.call('ZADD', prefix .. 'finished', finished_s, id)
   if record[6] then
+    local now_s, now_us = redis_now()
     local failed = settle_dependents(id, new_status or st, now_s, now_us, ARGV[10], ARGV[11], ARGV[6])
     if #failed > 0 then return {1, failed} end
   end
