@@ -1,7 +1,8 @@
 """kombu's Redis transport, with the bookkeeping of taken messages sent as plain pipelines.
 
 kombu records each message a worker takes (a ZADD and an HSET) and forgets it at the ack (a ZREM
-and an HDEL), each pair in a MULTI/EXEC transaction: four commands per task that buy nothing here.
+and an HDEL), each pair in a MULTI/EXEC transaction: four commands per task that buy nothing here,
+and through a Redis client built anew for each (one is kept per connection pool here).
 The pair goes to Redis in one write either way, and the window that matters (between the BRPOP
 that takes a message and the write that records it) is the same with or without the transaction.
 
@@ -54,6 +55,19 @@ class QoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
+    _sync_client: Any = None
+
+    @contextlib.contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        # kombu builds a new client for each of these calls (two per task), and building one costs
+        # more CPU than the round trip it serves; one client per pool does the same work
+        if client:
+            yield client
+            return
+        cached = self._sync_client
+        if cached is None or cached.connection_pool is not self.pool:
+            cached = self._sync_client = self._create_client()  # type: ignore[no-untyped-call]
+        yield cached
 
     def maybe_refresh_binding_expiry(self) -> None:
         # kombu logs a traceback on every poll while Redis refuses the script: once per back-off step here
