@@ -142,8 +142,8 @@ def _lose_a_worker_host(cluster: Cluster, tmp_path: Path, tag: str, how: str) ->
                 os.killpg(first.pid, signal.SIGCONT)
         # the victim's bodies finish; their late results reach Redis once it is back, and are refused
         wait_for(lambda: all(journal_counts(j)[1] == 2 for j in on_victim), 60, "the victim's bodies did not end")
-        victim_log = lambda: cluster.log(f"{tag}1")  # noqa: E731
-        wait_for(lambda: victim_log().count("this result was dropped") >= len(on_victim), 90, "no late result came")
+        victim = f"{tag}1"
+        wait_for(lambda: cluster.log(victim).count("this result was dropped") >= len(on_victim), 90, "no late result")
         final = [api.ok("status", id=task_id) for task_id in ids]
         stats = api.ok("stats")
     finally:
