@@ -53,7 +53,7 @@ def async_worker_args(concurrency: int, nodename: str, loglevel: str) -> list[st
 
 def wants_async_pool(worker: Any) -> bool:
     """A prefork (or solo) worker on the default queue starts the async pool, unless told not to."""
-    if os.environ.get("TASK_ASYNC_WORKER", "1").strip().lower() in ("0", "no", "false", "off"):
+    if not worker.app.taskservice_settings.async_worker:
         return False
     if READY_FD_ENV in os.environ:  # this is the async pool itself
         return False
