@@ -3,8 +3,9 @@
 Each attempt gets its own token (``node|pid|n``); the claim stores it in the record and in the
 lease key. A refresh extends the lease, takes a lapsed one back if nobody took the task over
 (a pause, Redis away for a while), and never takes one held by another token: an attempt whose
-task was taken over *loses* its lease, learns it at the next refresh (``Attempt.lost``; async
-attempts are cancelled), and the result backend refuses whatever it stores afterwards.
+task was taken over *loses* its lease, learns it at the next refresh (``Attempt.lost``, a warning;
+an attempt in the async pool is cancelled), and the result backend refuses whatever it stores
+afterwards.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 import redis
@@ -174,7 +174,3 @@ class WorkerRecords(TaskRecords):
     def trim(self, limit: int = 1000) -> int:
         """Remove up to ``limit`` records that finished more than ``TASK_RESULT_TTL_S`` ago; how many went."""
         return int(self._trim(self.prefix, self.result_ttl_s, limit))
-
-
-def lost_text(task_ids: Sequence[str]) -> str:
-    return ", ".join(task_ids[:5]) + (f" and {len(task_ids) - 5} more" if len(task_ids) > 5 else "")
