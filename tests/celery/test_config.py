@@ -279,3 +279,30 @@ def test_flower_takes_credentials_from_settings_and_can_be_opened_on_purpose() -
 
 def test_other_commands_are_not_guarded() -> None:
     guard_flower(["celery", "-A", "backends.celery_app", "worker"], {}, settings())
+
+
+# --- Redis outages on the worker side ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), "out of memory"),
+        (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), "read-only replica"),
+        (redis.exceptions.ResponseError("MISCONF Redis is configured to save RDB snapshots"), "(MISCONF)"),
+        (redis.exceptions.ConnectionError("Error 111 connecting"), "cannot be reached"),
+        (redis.exceptions.TimeoutError("Timeout reading from socket"), "cannot be reached"),
+    ],
+)
+def test_a_redis_refusing_writes_is_an_outage_on_the_worker_side(error: Exception, words: str) -> None:
+    from backends.celery.outage import is_outage, unavailable
+
+    assert is_outage(error)
+    assert isinstance(unavailable(error), BackendUnavailable) and words in str(unavailable(error))
+
+
+def test_a_redis_error_that_is_a_bug_is_not_an_outage() -> None:
+    from backends.celery.outage import is_outage
+
+    assert not is_outage(redis.exceptions.ResponseError("WRONGTYPE Operation against a key"))
+    assert not is_outage(ValueError("not redis at all"))
