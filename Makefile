@@ -40,14 +40,14 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 # --- the distributed setup, without Docker: Redis from the system ----------------
-worker: $(STAMP)  ## a Celery worker for TASK_MODULES
-	TASK_BACKEND=celery $(BIN)/celery -A backends.celery_app worker --loglevel=INFO
+worker: $(STAMP)  ## a Celery worker for TASK_MODULES: prefork pool for sync tasks, async pool for async ones
+	TASK_BACKEND=celery exec $(BIN)/celery -A backends.celery_app worker --loglevel=INFO
 
 beat: $(STAMP)  ## Celery beat: runs the periodic tasks declared in code
-	TASK_BACKEND=celery $(BIN)/celery -A backends.celery_app beat --loglevel=INFO
+	TASK_BACKEND=celery exec $(BIN)/celery -A backends.celery_app beat --loglevel=INFO
 
 flower: $(STAMP)  ## Flower on 127.0.0.1:5555, basic auth from FLOWER_BASIC_AUTH=user:password
-	TASK_BACKEND=celery $(BIN)/celery -A backends.celery_app flower
+	TASK_BACKEND=celery exec $(BIN)/celery -A backends.celery_app flower
 
 run-celery: $(STAMP)  ## the API with the Celery backend (start Redis, `make worker`, `make beat` too)
 	TASK_BACKEND=celery $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)

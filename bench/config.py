@@ -26,6 +26,9 @@ class Config:
     http_warmup_s: float
     inprocess_async_tasks: tuple[int, ...]
     inprocess_sync_tasks: tuple[int, ...]
+    async_io_tasks: int = 1000  # async tasks each awaiting async_io_seconds, in-process and on one Celery host
+    async_io_seconds: float = 1.0
+    async_io_concurrency: int = 100  # TASK_ASYNC_CONCURRENCY on both sides
 
     def repetitions_for(self, n: int, sizes: tuple[int, ...]) -> int:
         """Fewer repetitions for the longest run of a scale series (its largest N, from 10,000 up)."""
@@ -71,4 +74,6 @@ class Config:
             http_warmup_s=0.0,
             inprocess_async_tasks=(200,),
             inprocess_sync_tasks=(100,),
+            async_io_tasks=100,
+            async_io_seconds=0.2,
         )

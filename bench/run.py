@@ -20,13 +20,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench import drain, enqueue, http_load, inprocess, latency
+from bench import async_io, drain, enqueue, http_load, inprocess, latency
 from bench.config import Config
 from bench.processes import RedisServer, redis_server
 from bench.report import BENCH_DIR, Target, machine, source, versions, write
 from bench.stats import Row, Series
 
-SCENARIOS = ("enqueue", "latency", "drain", "http", "inprocess")
+SCENARIOS = ("enqueue", "latency", "drain", "async_io", "http", "inprocess")
 
 
 def find(rows: Sequence[Row], scenario: str, metric: str) -> Row | None:
@@ -46,6 +46,15 @@ def targets(config: Config, rows: Sequence[Row]) -> list[Target]:
     found = [
         ratio_target(rows, "Celery enqueue p50 ≤ 1.0x raw apply_async", "enqueue, Celery", "per call p50", 1.0, False),
         ratio_target(rows, "Celery drain ≥ 0.95x raw Celery", drain_scenario, "throughput", 0.95, True),
+        ratio_target(
+            rows,
+            "async I/O on one Celery worker host ≤ 1.25x the in-process time",
+            f"async I/O, N={config.async_io_tasks:,} x {config.async_io_seconds:g} s, "
+            f"TASK_ASYNC_CONCURRENCY={config.async_io_concurrency}",
+            "time to drain",
+            1.25,
+            False,
+        ),
     ]
     for kind in ("sync", "async"):
         found.append(
@@ -122,6 +131,7 @@ def run_scenarios(config: Config, redis: RedisServer, only: Sequence[str]) -> tu
     step("enqueue", lambda: rows.extend(enqueue.run(config, redis)))
     step("latency", lambda: rows.extend(latency.run(config, redis)))
     step("drain", lambda: with_series(drain.run(config, redis)))
+    step("async_io", lambda: rows.extend(async_io.run(config, redis)))
     step("http", lambda: rows.extend(http_load.run(config, redis)))
     step("inprocess", lambda: with_series(inprocess.run(config)))
     return rows, series

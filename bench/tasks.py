@@ -31,3 +31,9 @@ async def async_signal(token: str) -> None:
     event = EVENTS.pop(token, None)
     if event is not None:
         event.set()
+
+
+@task(name="bench.async_io")
+async def async_io(seconds: float) -> None:
+    """Await ``seconds`` of I/O (an HTTP or LLM call stands behind it in real code)."""
+    await asyncio.sleep(seconds)

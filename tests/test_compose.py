@@ -136,6 +136,14 @@ def test_the_services_share_settings_and_data(compose: dict[str, Any]) -> None:
         assert published.startswith("127.0.0.1:"), "published on the host's loopback only"
 
 
+def test_the_worker_service_runs_both_pools(compose: dict[str, Any]) -> None:
+    """One worker command: sync tasks on the prefork pool, async ones on the async pool it starts."""
+    worker = compose["services"]["worker"]
+    assert not {"-Q", "--queues", "--pool", "-P"} & set(worker["command"]), "its queues and pool are the defaults"
+    assert environment(worker).get("TASK_ASYNC_WORKER", "1") != "0"
+    assert worker["stop_grace_period"], "a warm shutdown gives running tasks time"
+
+
 def test_the_image_the_services_build(compose: dict[str, Any]) -> None:
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     assert dockerfile.startswith("#") and re.search(r"^FROM python:3\.1[1-9]", dockerfile, re.MULTILINE)

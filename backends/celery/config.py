@@ -10,18 +10,21 @@ mid-way (``task_acks_late`` + ``task_reject_on_worker_lost``) is not lost, and i
   delivered a second time while the first copy is still running or waiting;
 - long timeout (kombu's default is an hour): no such duplicates, but an hour before recovery.
 
-taskservice takes the short timeout (``TASK_VISIBILITY_TIMEOUT_S``, 300 s) and removes both
-kinds of duplicate instead of living with them:
+taskservice keeps the timeout long (``TASK_VISIBILITY_TIMEOUT_S``, 300 s) and recovers a dead
+worker's tasks through leases instead, within about a lease (20 s) plus a few seconds:
 
-1. a running task holds a *lease* in Redis that its worker process refreshes (``LEASE`` below);
-   a redelivered message whose task still holds a lease is not run, but parked and looked at
-   again when the lease would have expired (``celery_runner``); a finished task is never rerun;
+1. a running task holds a *lease* in Redis that its worker process refreshes (``LEASES``); when
+   the lease expires because the holder is gone (killed, cut off, frozen), every worker's
+   dispatcher re-publishes the task (``RECOVER``); the claim lets that copy take over, and the
+   original message, when the broker brings it back, is parked while a lease is live and dropped
+   once the task is final; a stale holder cannot store over the new one (token-checked stores);
 2. far-future work never waits in the broker: ``schedule()``, retry back-offs and parked
    duplicates wait in a Redis sorted set, and a dispatcher in every worker pushes each message
-   onto its queue when due (``celery_dispatcher``). Celery's ETA/countdown is not used.
+   onto its queue when due (``ScheduleDispatcher``). Celery's ETA/countdown is not used.
 
 Tasks must still be idempotent: a worker killed mid-task means its body runs again from the
-start (at-least-once delivery); what can no longer happen is two copies running at once.
+start (at-least-once delivery); what cannot happen is two copies running at once while the
+first one's holder is alive and reaching Redis.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from celery import Celery
 
 from backends.celery.settings import CelerySettings
 from backends.celery.store.messages import DEFAULT_QUEUE
+from backends.celery.transport import TRANSPORT
 
 
 class TaskServiceCelery(Celery):  # type: ignore[misc]  # celery ships no type hints
@@ -43,12 +47,13 @@ class TaskServiceCelery(Celery):  # type: ignore[misc]  # celery ships no type h
 
 
 def lease_ms(settings: CelerySettings) -> int:
-    """How long a running task's lease lasts without a refresh (a quarter of the visibility timeout, 1-30 s).
+    """How long a running task's lease lasts without a refresh (a quarter of the visibility timeout, 1-20 s).
 
-    Shorter than the visibility timeout, so a message redelivered because its worker died finds
-    the lease expired and runs at once; refreshed three times per lease by the running worker.
+    What recovery of a dead worker's tasks waits for (plus the dispatcher's few seconds); refreshed
+    three times per lease by the running worker, so a pause shorter than two thirds of it is harmless
+    and a longer one is taken back if nobody took the task over meanwhile.
     """
-    return int(min(30.0, max(1.0, settings.visibility_timeout_s / 4)) * 1000)
+    return int(min(20.0, max(1.0, settings.visibility_timeout_s / 4)) * 1000)
 
 
 def celery_config(settings: CelerySettings) -> dict[str, Any]:
@@ -57,6 +62,7 @@ def celery_config(settings: CelerySettings) -> dict[str, Any]:
     visibility_s = settings.visibility_timeout_s
     return {
         "broker_url": settings.redis_url,
+        "broker_transport": TRANSPORT,
         "result_backend": settings.redis_url,
         # JSON only: a pickle message is refused by the worker, never unpickled.
         "task_serializer": "json",
@@ -93,12 +99,15 @@ def celery_config(settings: CelerySettings) -> dict[str, Any]:
 
 def create_celery_app(settings: CelerySettings, *, set_as_current: bool = False) -> Any:
     """A configured Celery app (no tasks registered yet); the worker step that dispatches schedules included."""
+    from backends.celery.async_pool import AsyncPool, ReadySignal
     from backends.celery.dispatcher import ScheduleDispatcher
 
     app = TaskServiceCelery("taskservice", set_as_current=set_as_current)
     app.conf.update(celery_config(settings))
     app.taskservice_settings = settings
     app.steps["worker"].add(ScheduleDispatcher)
+    app.steps["worker"].add(AsyncPool)
+    app.steps["consumer"].add(ReadySignal)
     return app
 
 

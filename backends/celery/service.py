@@ -16,9 +16,9 @@ from typing import Any
 
 from backends.celery.connection import connect_redis, reaching_redis
 from backends.celery.settings import CelerySettings
-from backends.celery.store.messages import DEFAULT_QUEUE, revoked_meta, task_message
+from backends.celery.store.messages import queue_for, revoked_meta, task_message
 from backends.celery.store.records import TaskRecords
-from taskservice.models import TaskResult, TaskStatus
+from taskservice.models import TaskResult, TaskStats, TaskStatus
 from taskservice.service import TaskCall, TaskQuery, TaskService
 
 log = logging.getLogger("taskservice.celery")
@@ -40,7 +40,7 @@ class CeleryTaskService(TaskService):
         self._revoke_lock = threading.Lock()
 
     def _submit(self, call: TaskCall) -> None:
-        queue_name = call.options.queue or DEFAULT_QUEUE
+        queue_name = queue_for(call.task.is_async, call.options.queue)
         message = task_message(
             call.id,
             call.task.name,
@@ -67,6 +67,11 @@ class CeleryTaskService(TaskService):
     def _list(self, query: TaskQuery) -> list[TaskResult]:
         with reaching_redis(self.settings):
             return self.records.recent(query)
+
+    def stats(self) -> TaskStats:
+        """Counts per status from the counters the record scripts keep: one round trip."""
+        with reaching_redis(self.settings):
+            return self.records.stats()
 
     def _retry_source(self, task_id: str) -> tuple[TaskStatus, TaskCall] | None:
         with reaching_redis(self.settings):

@@ -20,6 +20,9 @@ class CelerySettings(TaskSettings):
         300.0, gt=0, description="TASK_VISIBILITY_TIMEOUT_S: Redis redelivers an unacked message after this"
     )
     worker_prefetch: int = Field(1, gt=0, description="TASK_WORKER_PREFETCH: messages a worker process reserves")
+    async_worker: bool = Field(
+        True, description="TASK_ASYNC_WORKER: a worker starts its async pool next to its prefork pool (0: it does not)"
+    )
     flower_basic_auth: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("FLOWER_BASIC_AUTH", "flower_basic_auth"),

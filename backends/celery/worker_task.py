@@ -1,37 +1,40 @@
 """How a Celery worker runs a taskservice task: claim, run (sync or async), report progress, retry.
 
 Each ``@task`` becomes one Celery task under the same name. Before the body runs, the worker
-claims the task in Redis (one round trip): a cancelled or finished task is not run again, and
-a message redelivered while the task still runs elsewhere (its lease is live) is parked until
-that lease would have expired, then looked at again, so two copies never run at once and a
-killed worker's task is never dropped. While the body runs, the worker process refreshes the
-lease. How an attempt ended, and whether and when it is retried, is the attempt core's decision
-(``taskservice.attempts``), as on every backend; a retry waits in the schedule set, never in a
-Celery countdown the broker would redeliver (see ``lease_ms``).
+claims the task in Redis (one round trip) under a lease token of its own: a cancelled or finished
+task is not run again, and a message redelivered while the task still runs elsewhere (its lease
+is live) is parked until that lease would have expired, then looked at again, so two copies never
+run at once and a killed worker's task is never dropped (``LEASES``, ``RECOVER``). How an attempt
+ended, and whether and when it is retried, is the attempt core's decision (``taskservice.attempts``),
+as on every backend; a retry waits in the schedule set, never in a Celery countdown the broker
+would redeliver. Async tasks run on an event loop (``run_coroutine``): concurrently in the async
+pool, one at a time in a prefork child.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import socket
-import threading
-import time
-import uuid
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from celery import Task as CeleryTask
 from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 
-from backends.celery.result_backend import OUTCOME_REQUEST_ATTRIBUTE, RETRY_REQUEST_ATTRIBUTE
-from backends.celery.states import PROGRESS
-from backends.celery.store.messages import DEFAULT_QUEUE, task_message
-from backends.celery.store.records import ClaimDefaults, TaskRecords
+from backends.celery.async_runner import run_coroutine
+from backends.celery.leases import LEASES, Attempt
+from backends.celery.outage import persist
+from backends.celery.result_backend import (
+    ANONYMOUS,
+    OUTCOME_REQUEST_ATTRIBUTE,
+    RETRY_REQUEST_ATTRIBUTE,
+    TOKEN_REQUEST_ATTRIBUTE,
+)
+from backends.celery.store.messages import queue_for, task_message
+from backends.celery.store.worker_records import Claim, ClaimDefaults, WorkerRecords
 from taskservice import attempts
-from taskservice.attempts import AttemptInfo, attempt_scope
+from taskservice.attempts import AttemptInfo, Outcome, attempt_scope
 from taskservice.errors import TaskConflict
 from taskservice.models import TaskStatus
 from taskservice.registry import Task
@@ -40,88 +43,11 @@ from taskservice.task_context import current_reporter
 log = logging.getLogger("taskservice.celery")
 
 REDELIVERY_MARGIN_S = 0.5  # look again this long after a busy task's lease would have expired
+_HOSTNAME = socket.gethostname()
 
 
-class LeaseKeeper:
-    """Refreshes the leases of the tasks running in this process from a daemon thread (one per process)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._held: dict[str, TaskRecords] = {}
-        self._lease_ms = 30_000
-        self._wake = threading.Event()
-        self._pid: int | None = None
-        self._token = ""
-
-    def token(self) -> str:
-        """Who holds a lease: this host and process (a prefork child gets its own on first use)."""
-        with self._lock:
-            self._adopt_process()
-            return self._token
-
-    def hold(self, records: TaskRecords, task_id: str, lease_ms: int) -> None:
-        with self._lock:
-            self._adopt_process()
-            self._held[task_id] = records
-            if lease_ms != self._lease_ms:  # the first task of this process: refresh at its pace from now on
-                self._lease_ms = lease_ms
-                self._wake.set()
-
-    def release(self, task_id: str) -> None:
-        with self._lock:
-            self._held.pop(task_id, None)
-
-    def _adopt_process(self) -> None:
-        if self._pid != os.getpid():  # threads do not survive a fork: each process starts its own
-            self._pid = os.getpid()
-            self._held = {}
-            self._wake = threading.Event()
-            self._token = f"{socket.gethostname()}:{self._pid}:{uuid.uuid4().hex[:8]}"
-            threading.Thread(target=self._refresh_forever, name="taskservice-lease", daemon=True).start()
-
-    def _refresh_forever(self) -> None:
-        pid = os.getpid()
-        while self._pid == pid:
-            with self._lock:
-                interval_s = self._lease_ms / 3000
-            self._wake.wait(interval_s)
-            self._wake.clear()
-            with self._lock:
-                held, lease = dict(self._held), self._lease_ms
-            if not held:
-                continue
-            try:
-                next(iter(held.values())).refresh_leases(list(held), lease)
-            except Exception:  # Redis away for a moment: the next refresh may still come in time
-                log.warning("taskservice: could not refresh the lease of %s", ", ".join(held), exc_info=True)
-
-
-LEASES = LeaseKeeper()
-
-
-class _ProcessLoop:
-    """One event loop per worker process for async tasks; a task cut off mid-way is cancelled, not left behind."""
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pid: int | None = None
-
-    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        if self._loop is None or self._loop.is_closed() or self._pid != os.getpid():
-            self._loop, self._pid = asyncio.new_event_loop(), os.getpid()
-        loop = self._loop
-        future = loop.create_task(coroutine)
-        try:
-            return loop.run_until_complete(future)
-        except BaseException:  # the soft time limit arrives as an exception raised inside the loop
-            if not future.done():
-                future.cancel()
-                with contextlib.suppress(BaseException):  # cancelled on purpose; the first error is what counts
-                    loop.run_until_complete(future)
-            raise
-
-
-_LOOP = _ProcessLoop()
+class AttemptTimedOut(Exception):
+    """An async attempt ran past its ``timeout`` (raised where the coroutine was cancelled)."""
 
 
 class RecordedTask(CeleryTask):  # type: ignore[misc]  # celery ships no type hints
@@ -129,55 +55,38 @@ class RecordedTask(CeleryTask):  # type: ignore[misc]  # celery ships no type hi
 
     handle: ClassVar[Task[..., Any]]
     typing = False  # arguments were checked against the signature at enqueue
+    Request = "backends.celery.worker_request:CheckedRequest"
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request
         if request.called_directly:  # ``celery_task(...)`` in plain code: just the function, no record
-            return (
-                _LOOP.run(self.handle.func(*args, **kwargs)) if self.handle.is_async else self.handle(*args, **kwargs)
-            )
+            if self.handle.is_async:
+                return run_coroutine(self.handle.func(*args, **kwargs), lambda _cancel: None)
+            return self.handle(*args, **kwargs)
         backend = self.backend
-        records: TaskRecords = backend.records
+        records: WorkerRecords = backend.records
         lease = backend.lease_ms
-        queue = (request.delivery_info or {}).get("routing_key") or self.handle.default_options.queue or DEFAULT_QUEUE
-        claim_args = (request.id, LEASES.token(), lease, lambda: self._claim_defaults(queue))
-        try:
-            claim = records.claim(*claim_args)
-        except backend.connection_errors:  # Redis blinked: retry under Celery's backend policy, as a result would
-            claim = backend.ensure(records.claim, claim_args)
-        if claim.verdict == "busy":
-            wait_s = claim.busy_for_s + REDELIVERY_MARGIN_S
-            records.defer(request.id, time.time() + wait_s, self._message(args, kwargs, queue, request.retries or 0))
-            log.info("taskservice: task %s is running elsewhere; its duplicate waits %.1f s", request.id, wait_s)
-            raise Ignore()
-        if claim.verdict == "conflict":
-            assert claim.unique_key is not None
-            raise TaskConflict(claim.unique_key, claim.holder)
-        if claim.verdict != "run":
-            log.info("taskservice: task %s is already %s; not run again", request.id, claim.verdict)
-            raise Ignore()
-
-        info = AttemptInfo(
-            request.id, self.name, claim.attempts, claim.max_retries, claim.retry_backoff_s, claim.timeout_s
+        queue = (request.delivery_info or {}).get("routing_key") or queue_for(
+            self.handle.is_async, self.handle.default_options.queue
         )
-        LEASES.hold(records, request.id, lease)
-        reporter_token = current_reporter.set(self._reporter(request.id))
-        failure: BaseException | None = None
+        attempt = LEASES.attempt(request.hostname or _HOSTNAME, request.id)
         try:
-            with attempt_scope(info, claim.headers):
-                value = (
-                    _LOOP.run(self.handle.func(*args, **kwargs))
-                    if self.handle.is_async
-                    else self.handle.func(*args, **kwargs)
-                )
-            outcome = attempts.succeeded(info, value)
-        except SoftTimeLimitExceeded as exc:
-            outcome, failure = attempts.timed_out(info, exception=exc), exc
-        except (Exception, asyncio.CancelledError) as exc:  # every exception of a task is recorded on it
-            outcome, failure = attempts.failed(info, exc), exc
+            claim = persist(
+                records.claim,
+                (request.id, attempt.token, lease, lambda: self.claim_defaults(queue)),
+                f"claim task {request.id}",
+            )
+            if claim.verdict != "run":
+                setattr(request, TOKEN_REQUEST_ATTRIBUTE, ANONYMOUS)
+                self._not_run(claim, records, args, kwargs, queue)
+            LEASES.hold(attempt, records, lease)
+            setattr(request, TOKEN_REQUEST_ATTRIBUTE, attempt.token)
+            info = AttemptInfo(
+                request.id, self.name, claim.attempts, claim.max_retries, claim.retry_backoff_s, claim.timeout_s
+            )
+            outcome, failure = self._attempt(info, claim, attempt, args, kwargs)
         finally:
-            current_reporter.reset(reporter_token)
-            LEASES.release(request.id)
+            LEASES.release(attempt)
         # The result backend stores the core's words for the record (error, traceback), not its own.
         setattr(request, OUTCOME_REQUEST_ATTRIBUTE, outcome)
         if outcome.status is TaskStatus.SUCCEEDED:
@@ -187,11 +96,70 @@ class RecordedTask(CeleryTask):  # type: ignore[misc]  # celery ships no type hi
         if outcome.status is TaskStatus.RETRYING:
             delay_s = outcome.retry_delay_s or 0.0
             message = self._message(args, kwargs, queue, claim.attempts)
-            setattr(request, RETRY_REQUEST_ATTRIBUTE, (time.time() + delay_s, message))
+            setattr(request, RETRY_REQUEST_ATTRIBUTE, (delay_s, message))
             raise Retry(exc=failure, when=round(delay_s, 3)) from failure
         raise failure
 
-    def _claim_defaults(self, queue: str) -> ClaimDefaults:
+    def _not_run(self, claim: Claim, records: WorkerRecords, args: Any, kwargs: Any, queue: str) -> None:
+        """Why a delivered message is not run: parked (running elsewhere), a conflict, or nothing to do."""
+        task_id = self.request.id
+        if claim.verdict == "busy":
+            wait_s = claim.busy_for_s + REDELIVERY_MARGIN_S
+            message = self._message(args, kwargs, queue, self.request.retries or 0)
+            persist(records.defer, (task_id, wait_s, message), f"park the duplicate of task {task_id}")
+            log.info("taskservice: task %s is running elsewhere; its duplicate waits %.1f s", task_id, wait_s)
+            raise Ignore()
+        if claim.verdict == "conflict":
+            assert claim.unique_key is not None
+            raise TaskConflict(claim.unique_key, claim.holder)
+        log.info("taskservice: task %s is already %s; not run again", task_id, claim.verdict)
+        raise Ignore()
+
+    def _attempt(
+        self, info: AttemptInfo, claim: Claim, attempt: Attempt, args: Any, kwargs: Any
+    ) -> tuple[Outcome, BaseException | None]:
+        """Run the body once, in the attempt core's scope; its outcome and the exception it raised, if any."""
+        reporter = self._reporter(info.task_id, attempt.token)
+        try:
+            if self.handle.is_async:
+                value = run_coroutine(
+                    self._coroutine(info, claim, reporter, args, kwargs),
+                    lambda cancel: setattr(attempt, "on_lost", cancel),
+                )
+            else:
+                reporter_token = current_reporter.set(reporter)
+                try:
+                    with attempt_scope(info, claim.headers):
+                        value = self.handle.func(*args, **kwargs)
+                finally:
+                    current_reporter.reset(reporter_token)
+            return attempts.succeeded(info, value), None
+        except (SoftTimeLimitExceeded, AttemptTimedOut) as exc:
+            return attempts.timed_out(info, exception=exc), exc
+        except (Exception, asyncio.CancelledError) as exc:  # every exception of a task is recorded on it
+            return attempts.failed(info, exc), exc
+
+    async def _coroutine(
+        self, info: AttemptInfo, claim: Claim, reporter: Callable[[float, str | None], None], args: Any, kwargs: Any
+    ) -> Any:
+        # context variables are set here, in the task the loop runs, not in the thread that submitted it
+        reporter_token = current_reporter.set(reporter)
+        try:
+            with attempt_scope(info, claim.headers):
+                if info.timeout is None:
+                    return await self.handle.func(*args, **kwargs)
+                try:
+                    async with asyncio.timeout(info.timeout) as deadline:
+                        return await self.handle.func(*args, **kwargs)
+                except TimeoutError as exc:
+                    if deadline.expired():
+                        raise AttemptTimedOut(attempts.timeout_error(info.timeout)) from exc
+                    raise
+        finally:
+            current_reporter.reset(reporter_token)
+
+    def claim_defaults(self, queue: str) -> ClaimDefaults:
+        """The record options of a message sent without taskservice: this task's defaults."""
         options = self.handle.default_options
         return ClaimDefaults(self.name, queue, options.max_retries, options.retry_backoff, options.timeout)
 
@@ -200,9 +168,11 @@ class RecordedTask(CeleryTask):  # type: ignore[misc]  # celery ships no type hi
         _hard, soft = self.request.timelimit or (None, None)
         return task_message(self.request.id, self.name, args, kwargs, queue=queue, timeout_s=soft, retries=retries)
 
-    def _reporter(self, task_id: str) -> Any:
+    def _reporter(self, task_id: str, token: str) -> Callable[[float, str | None], None]:
+        backend = self.backend
+
         def report(percent: float, message: str | None) -> None:
-            self.update_state(task_id=task_id, state=PROGRESS, meta={"progress": percent, "message": message})
+            backend.store_progress(task_id, token, percent, message)
 
         return report
 
@@ -215,7 +185,7 @@ def register_tasks(app: Any, handles: Iterable[Task[..., Any]]) -> None:
         namespace = {
             "name": handle.name,
             "handle": handle,
-            "queue": handle.default_options.queue,
+            "queue": queue_for(handle.is_async, handle.default_options.queue),
             "__module__": handle.func.__module__,
             "__doc__": handle.func.__doc__,
         }

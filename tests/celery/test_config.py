@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -138,10 +139,10 @@ def test_a_hard_time_limit_says_it_timed_out_in_the_core_s_words() -> None:
     assert error == timeout_error(6.0)
 
 
-def test_a_retry_carries_its_due_time_and_message() -> None:
-    request = SimpleNamespace(taskservice_retry=(1234.5, "the message"))
+def test_a_retry_carries_its_delay_and_message() -> None:
+    request = SimpleNamespace(taskservice_retry=(12.5, "the message"))
     change = record_change(RuntimeError("run 1"), states.RETRY, "tb", request)
-    assert (change.mode, change.retry_due_s) == ("retry", 1234.5)
+    assert (change.mode, change.retry_delay_s) == ("retry", 12.5)
     assert change.fields == {
         "status": "retrying",
         "error": "RuntimeError: run 1",
@@ -213,10 +214,49 @@ def test_flower_refuses_to_start_without_credentials() -> None:
     assert caught.value.code == FLOWER_REFUSAL and "FLOWER_BASIC_AUTH=user:password" in FLOWER_REFUSAL
 
 
-@pytest.mark.parametrize("bad", ["admin", "admin:", ":pw", "a:b,c"])
+@pytest.mark.parametrize("bad", ["", "admin", "admin:", ":pw", "a:b,c", "admin:pw,"])
 def test_flower_refuses_malformed_credentials(bad: str) -> None:
     with pytest.raises(SystemExit):
         guard_flower(FLOWER, {"FLOWER_BASIC_AUTH": bad}, settings())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--auth="],
+        ["--auth", "--port=1"],
+        ["--basic-auth="],
+        ["--basic_auth=admin:"],
+        ["--basic-auth=admin:"],
+        ["--basic-auth", "admin:"],
+        ["--auth=.*@example.com"],  # an e-mail pattern needs an OAuth provider to check it
+    ],
+)
+def test_flower_refuses_every_empty_or_unusable_auth_option(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        guard_flower([*FLOWER, *argv], {}, settings())
+    assert FLOWER_REFUSAL in str(caught.value.code)
+    with pytest.raises(SystemExit):  # valid credentials elsewhere do not excuse an empty one
+        guard_flower([*FLOWER, *argv], {"FLOWER_BASIC_AUTH": "admin:pw"}, settings())
+
+
+@pytest.mark.parametrize("environ", [{"FLOWER_AUTH": ""}, {"FLOWER_AUTH": ".*"}, {"FLOWER_BASIC_AUTH": "admin:"}])
+def test_flower_refuses_unusable_auth_from_the_environment(environ: dict[str, str]) -> None:
+    with pytest.raises(SystemExit):
+        guard_flower(FLOWER, dict(environ), settings())
+
+
+def test_flower_reads_its_configuration_file_as_flower_does(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.py"
+    empty.write_text("basic_auth = ['admin:']\n")
+    with pytest.raises(SystemExit):
+        guard_flower([*FLOWER, f"--conf={empty}"], {}, settings())
+    good = tmp_path / "good.py"
+    good.write_text("basic_auth = ['admin:pw']\n")
+    guard_flower([*FLOWER, f"--conf={good}"], {}, settings())
+    oauth = tmp_path / "oauth.py"
+    oauth.write_text("auth = '.*@example.com'\nauth_provider = 'flower.views.auth.GithubLoginHandler'\n")
+    guard_flower([*FLOWER, f"--conf={oauth}"], {}, settings())
 
 
 def test_flower_starts_with_credentials_on_loopback_by_default() -> None:
@@ -239,3 +279,30 @@ def test_flower_takes_credentials_from_settings_and_can_be_opened_on_purpose() -
 
 def test_other_commands_are_not_guarded() -> None:
     guard_flower(["celery", "-A", "backends.celery_app", "worker"], {}, settings())
+
+
+# --- Redis outages on the worker side ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), "out of memory"),
+        (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), "read-only replica"),
+        (redis.exceptions.ResponseError("MISCONF Redis is configured to save RDB snapshots"), "(MISCONF)"),
+        (redis.exceptions.ConnectionError("Error 111 connecting"), "cannot be reached"),
+        (redis.exceptions.TimeoutError("Timeout reading from socket"), "cannot be reached"),
+    ],
+)
+def test_a_redis_refusing_writes_is_an_outage_on_the_worker_side(error: Exception, words: str) -> None:
+    from backends.celery.outage import is_outage, unavailable
+
+    assert is_outage(error)
+    assert isinstance(unavailable(error), BackendUnavailable) and words in str(unavailable(error))
+
+
+def test_a_redis_error_that_is_a_bug_is_not_an_outage() -> None:
+    from backends.celery.outage import is_outage
+
+    assert not is_outage(redis.exceptions.ResponseError("WRONGTYPE Operation against a key"))
+    assert not is_outage(ValueError("not redis at all"))

@@ -24,6 +24,7 @@ from backends.celery.service import CeleryTaskService
 from taskservice import BackendUnavailable, TaskNotFound, TaskStatus
 from tests import tasks
 from tests.celery import fault_tasks
+from tests.celery.fault_tasks import journal_counts
 from tests.celery_harness import celery_env, celery_settings
 from tests.processes import RedisServer, celery_worker, redis_server
 
@@ -31,11 +32,6 @@ pytestmark = pytest.mark.slow
 
 MODULES = "tests.tasks,tests.celery.fault_tasks"
 SHORT_VISIBILITY_S = "2"  # far below the task and schedule lengths used here: redelivery will happen
-
-
-def journal_counts(journal: Path) -> tuple[int, int]:
-    lines = journal.read_text().splitlines() if journal.exists() else []
-    return sum(line.startswith("start") for line in lines), lines.count("done")
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

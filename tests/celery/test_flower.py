@@ -44,6 +44,24 @@ def test_flower_refuses_to_start_without_credentials(redis: RedisServer, tmp_pat
     assert "FLOWER_BASIC_AUTH=user:password" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("argv", "environ"),
+    [(["--auth="], {}), (["--basic-auth="], {}), (["--basic-auth=admin:"], {}), ([], {"FLOWER_BASIC_AUTH": "admin:"})],
+)
+def test_flower_refuses_empty_credentials_wherever_they_come_from(
+    redis: RedisServer, argv: list[str], environ: dict[str, str]
+) -> None:
+    result = subprocess.run(
+        [*FLOWER, f"--port={free_port()}", *argv],
+        env=celery_env(redis, **environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0, result.stderr[-2000:]
+    assert "Flower will not start without authentication" in result.stderr
+
+
 def test_flower_asks_for_credentials_and_shows_tasks_by_name(redis: RedisServer, tmp_path: Path) -> None:
     port = free_port()
     env = celery_env(redis, FLOWER_BASIC_AUTH=f"{AUTH[0]}:{AUTH[1]}")

@@ -9,49 +9,22 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import fakeredis
 import pytest
 import redis
 
-from backends.celery.store.records import ClaimDefaults, TaskRecords, to_seconds, to_us
+from backends.celery.store.records import to_seconds, to_us
+from backends.celery.store.worker_records import ClaimDefaults, WorkerRecords
 from taskservice import TaskConflict, TaskStatus
 from taskservice.codec import encode_arguments
 from taskservice.registry import Task
 from taskservice.service import TaskCall, TaskQuery
 from tests import tasks
-from tests.processes import RedisServer, redis_server
 
 LEASE_MS = 5_000
 DEFAULTS = ClaimDefaults("contract.add", "celery", max_retries=0, retry_backoff_s=1.0, timeout_s=None)
-
-
-@pytest.fixture(scope="module")
-def real_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with redis_server(tmp_path_factory.mktemp("records-redis")) as server:
-        yield server
-
-
-@pytest.fixture(params=["fakeredis", "redis-server"])
-def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
-    if request.param == "fakeredis":
-        fake = fakeredis.FakeRedis()
-        yield fake
-        fake.close()
-        return
-    server: RedisServer = request.getfixturevalue("real_redis")
-    real = redis.Redis.from_url(server.url)
-    real.flushdb()
-    yield real
-    real.close()
-
-
-@pytest.fixture
-def records(client: redis.Redis) -> TaskRecords:
-    return TaskRecords(client, result_ttl_s=60)
 
 
 def make_call(handle: Task[..., Any], *args: Any, run_at: datetime | None = None, **options: Any) -> TaskCall:
@@ -61,20 +34,22 @@ def make_call(handle: Task[..., Any], *args: Any, run_at: datetime | None = None
     return TaskCall(str(uuid.uuid4()), handle, arguments, handle.default_options, datetime.now(UTC), run_at)
 
 
-def insert(records: TaskRecords, call: TaskCall, queue: str = "celery") -> None:
+def insert(records: WorkerRecords, call: TaskCall, queue: str = "celery") -> None:
     records.insert(call, json.dumps({"task": call.id}), queue)
 
 
-def claim(records: TaskRecords, task_id: str, lease_ms: int = LEASE_MS, token: str = "worker-1") -> Any:
+def claim(records: WorkerRecords, task_id: str, lease_ms: int = LEASE_MS, token: str = "worker-1") -> Any:
     return records.claim(task_id, token, lease_ms, DEFAULTS)
 
 
-def finish(records: TaskRecords, task_id: str, status: TaskStatus = TaskStatus.SUCCEEDED) -> None:
+def finish(
+    records: WorkerRecords, task_id: str, status: TaskStatus = TaskStatus.SUCCEEDED, token: str = "worker-1"
+) -> str:
     fields = {"status": status.value, "finished_at": str(to_us(datetime.now(UTC))), "result": "5", "error": None}
-    records.store(task_id, "final", '{"status": "SUCCESS"}', 60, fields)
+    return records.store(task_id, "final", '{"status": "SUCCESS"}', 60, fields, token=token)
 
 
-def test_enqueue_writes_the_record_and_pushes_the_message_at_once(records: TaskRecords, client: redis.Redis) -> None:
+def test_enqueue_writes_the_record_and_pushes_the_message_at_once(records: WorkerRecords, client: redis.Redis) -> None:
     call = make_call(tasks.add, 1, 2)
     insert(records, call, queue="reports")
 
@@ -86,7 +61,7 @@ def test_enqueue_writes_the_record_and_pushes_the_message_at_once(records: TaskR
     assert records.read("no-such-id") is None
 
 
-def test_a_scheduled_task_waits_in_redis_not_in_the_broker(records: TaskRecords, client: redis.Redis) -> None:
+def test_a_scheduled_task_waits_in_redis_not_in_the_broker(records: WorkerRecords, client: redis.Redis) -> None:
     run_at = datetime.now(UTC) + timedelta(days=30)
     call = make_call(tasks.add, 1, 2, run_at=run_at)
     insert(records, call)
@@ -95,11 +70,11 @@ def test_a_scheduled_task_waits_in_redis_not_in_the_broker(records: TaskRecords,
     assert snapshot is not None and (snapshot.status, snapshot.run_at) == (TaskStatus.SCHEDULED, run_at)
     assert client.llen("celery") == 0
     assert client.zscore(records.schedule_key, call.id) == pytest.approx(to_seconds(run_at))
-    assert client.pttl(records.record_key(call.id)) > 30 * 86400 * 1000, "the record outlives the wait"
+    assert client.pttl(records.record_key(call.id)) == -1, "an active record never expires"
 
 
 def test_a_held_unique_key_refuses_the_second_task_and_writes_nothing(
-    records: TaskRecords, client: redis.Redis
+    records: WorkerRecords, client: redis.Redis
 ) -> None:
     first = make_call(tasks.add, 1, 2, unique_key="project:1")
     insert(records, first)
@@ -114,28 +89,28 @@ def test_a_held_unique_key_refuses_the_second_task_and_writes_nothing(
     assert [result.id for result in records.recent(TaskQuery(limit=10))] == [first.id]
 
 
-def test_the_unique_key_frees_when_the_task_ends(records: TaskRecords, client: redis.Redis) -> None:
+def test_the_unique_key_frees_when_the_task_ends(records: WorkerRecords, client: redis.Redis) -> None:
     first = make_call(tasks.add, 1, 2, unique_key="project:2")
     insert(records, first)
     assert claim(records, first.id).verdict == "run"
     finish(records, first.id, TaskStatus.FAILED)
-    assert 0 < client.pttl(records.record_key(first.id)) <= 60_000, "a finished record lives TASK_RESULT_TTL_S"
+    assert client.zscore(records.prefix + "finished", first.id) is not None, "its retention starts now"
 
     insert(records, make_call(tasks.add, 1, 2, unique_key="project:2"))  # no conflict
 
 
-def test_a_dead_workers_lease_frees_the_unique_key(records: TaskRecords) -> None:
+def test_a_running_task_keeps_its_unique_key_even_once_its_lease_lapsed(records: WorkerRecords) -> None:
     first = make_call(tasks.add, 1, 2, unique_key="project:3")
     insert(records, first)
     assert claim(records, first.id, lease_ms=50).verdict == "run"
+    time.sleep(0.1)  # the worker stopped refreshing: dead, frozen or cut off; recovery runs it again
     with pytest.raises(TaskConflict):
         insert(records, make_call(tasks.add, 1, 2, unique_key="project:3"))
-
-    time.sleep(0.1)  # the worker stopped refreshing: it died
+    finish(records, first.id)
     insert(records, make_call(tasks.add, 1, 2, unique_key="project:3"))
 
 
-def test_claim_runs_once_and_says_why_not_otherwise(records: TaskRecords) -> None:
+def test_claim_runs_once_and_says_why_not_otherwise(records: WorkerRecords) -> None:
     call = make_call(tasks.flaky, "unused-dir", 1, max_retries=2, retry_backoff=0.5, timeout=7)
     insert(records, call)
 
@@ -153,7 +128,7 @@ def test_claim_runs_once_and_says_why_not_otherwise(records: TaskRecords) -> Non
     assert claim(records, call.id, token="worker-3").verdict == "succeeded"
 
 
-def test_a_redelivered_task_runs_again_once_its_lease_expired(records: TaskRecords) -> None:
+def test_a_redelivered_task_runs_again_once_its_lease_expired(records: WorkerRecords) -> None:
     call = make_call(tasks.add, 1, 2)
     insert(records, call)
     assert claim(records, call.id, lease_ms=50).verdict == "run"
@@ -163,7 +138,7 @@ def test_a_redelivered_task_runs_again_once_its_lease_expired(records: TaskRecor
     assert (again.verdict, again.attempts) == ("run", 2)
 
 
-def test_a_message_sent_without_taskservice_gets_a_record_when_claimed(records: TaskRecords) -> None:
+def test_a_message_sent_without_taskservice_gets_a_record_when_claimed(records: WorkerRecords) -> None:
     task_id = str(uuid.uuid4())
     assert claim(records, task_id).verdict == "run"
 
@@ -174,19 +149,20 @@ def test_a_message_sent_without_taskservice_gets_a_record_when_claimed(records: 
     assert [result.id for result in records.recent(TaskQuery(limit=10))] == [task_id]
 
 
-def test_a_redelivered_task_whose_key_was_taken_meanwhile_conflicts(records: TaskRecords) -> None:
+def test_a_redelivered_task_whose_key_was_taken_meanwhile_conflicts(
+    records: WorkerRecords, client: redis.Redis
+) -> None:
     first = make_call(tasks.add, 1, 2, unique_key="project:4")
     insert(records, first)
-    claim(records, first.id, lease_ms=50)
-    time.sleep(0.1)
-    second = make_call(tasks.add, 1, 2, unique_key="project:4")
+    second = make_call(tasks.add, 1, 2)
     insert(records, second)
+    client.set(records.unique_key("project:4"), second.id)  # e.g. a key taken over by another enqueue path
 
     verdict = claim(records, first.id, token="worker-2")
     assert (verdict.verdict, verdict.unique_key, verdict.holder) == ("conflict", "project:4", second.id)
 
 
-def test_cancel_is_durable_and_only_for_tasks_that_did_not_start(records: TaskRecords, client: redis.Redis) -> None:
+def test_cancel_is_durable_and_only_for_tasks_that_did_not_start(records: WorkerRecords, client: redis.Redis) -> None:
     pending, scheduled, running = (
         make_call(tasks.add, 1, 2, unique_key="project:5"),
         make_call(tasks.add, 1, 2, run_at=datetime.now(UTC) + timedelta(hours=1)),
@@ -210,7 +186,7 @@ def test_cancel_is_durable_and_only_for_tasks_that_did_not_start(records: TaskRe
     insert(records, make_call(tasks.add, 1, 2, unique_key="project:5"))  # the key is free again
 
 
-def test_dispatch_moves_each_due_entry_once(records: TaskRecords, client: redis.Redis) -> None:
+def test_dispatch_moves_each_due_entry_once(records: WorkerRecords, client: redis.Redis) -> None:
     now = datetime.now(UTC)
     due = make_call(tasks.add, 1, 2, run_at=now - timedelta(seconds=1))
     later = make_call(tasks.add, 1, 2, run_at=now + timedelta(minutes=5))
@@ -219,26 +195,27 @@ def test_dispatch_moves_each_due_entry_once(records: TaskRecords, client: redis.
         insert(records, call)
     records.cancel(cancelled.id, "{}", 60)
 
-    moved, next_due_s = records.dispatch_due(to_seconds(now))
+    moved, next_due_s, redis_now_s = records.dispatch_due()
     assert moved == 1
     assert next_due_s == pytest.approx(to_seconds(later.run_at))  # type: ignore[arg-type]
+    assert redis_now_s == pytest.approx(time.time(), abs=5)
     assert client.lrange("celery", 0, -1) == [json.dumps({"task": due.id}).encode()]
-    assert records.dispatch_due(to_seconds(now)) == (0, next_due_s), "a second dispatcher finds nothing"
+    assert records.dispatch_due()[:2] == (0, next_due_s), "a second dispatcher finds nothing"
     assert client.hget(records.record_key(due.id), "message") is None
 
 
-def test_a_retry_waits_in_the_schedule_set_with_its_error(records: TaskRecords, client: redis.Redis) -> None:
+def test_a_retry_waits_in_the_schedule_set_with_its_error(records: WorkerRecords, client: redis.Redis) -> None:
     call = make_call(tasks.flaky, "unused-dir", 1, max_retries=1)
     insert(records, call)
     claim(records, call.id)
-    due_s = time.time() + 30
     fields = {"status": "retrying", "error": "RuntimeError: run 1", "message": "retry-message"}
-    records.store(call.id, "retry", '{"status": "RETRY"}', 60, fields, retry_due_s=due_s)
+    records.store(call.id, "retry", '{"status": "RETRY"}', 60, fields, retry_delay_s=0.2, token="worker-1")
 
     snapshot = records.read(call.id)
     assert snapshot is not None and (snapshot.status, snapshot.error) == (TaskStatus.RETRYING, "RuntimeError: run 1")
-    assert client.zscore(records.schedule_key, call.id) == pytest.approx(due_s)
-    records.dispatch_due(due_s + 1)
+    assert client.zscore(records.schedule_key, call.id) == pytest.approx(time.time() + 0.2, abs=2)
+    time.sleep(0.3)
+    records.dispatch_due()
     assert client.lrange("celery", 0, -1)[0] == b"retry-message"
 
     assert claim(records, call.id).attempts == 2
@@ -247,7 +224,7 @@ def test_a_retry_waits_in_the_schedule_set_with_its_error(records: TaskRecords, 
     assert final is not None and (final.status, final.error, final.result) == (TaskStatus.SUCCEEDED, None, 5)
 
 
-def test_progress_is_recorded_only_while_running(records: TaskRecords) -> None:
+def test_progress_is_recorded_only_while_running(records: WorkerRecords) -> None:
     call = make_call(tasks.add, 1, 2)
     insert(records, call)
     records.store(call.id, "progress", "{}", 60, {"progress": "10.0", "progress_message": "early"})
@@ -255,15 +232,15 @@ def test_progress_is_recorded_only_while_running(records: TaskRecords) -> None:
     assert early is not None and early.progress is None
 
     claim(records, call.id)
-    records.store(call.id, "progress", "{}", 60, {"progress": "40.0", "progress_message": "halfway"})
+    records.store(call.id, "progress", "{}", 60, {"progress": "40.0", "progress_message": "halfway"}, token="worker-1")
     running = records.read(call.id)
     assert running is not None and (running.progress, running.progress_message) == (40.0, "halfway")
-    records.store(call.id, "progress", "{}", 60, {"progress": "50.0", "progress_message": None})
+    records.store(call.id, "progress", "{}", 60, {"progress": "50.0", "progress_message": None}, token="worker-1")
     later = records.read(call.id)
     assert later is not None and (later.progress, later.progress_message) == (50.0, None)
 
 
-def test_celery_success_is_never_overwritten(records: TaskRecords, client: redis.Redis) -> None:
+def test_celery_success_is_never_overwritten(records: WorkerRecords, client: redis.Redis) -> None:
     task_id = str(uuid.uuid4())  # a task taskservice never recorded: Celery's own rule still holds
     records.store(task_id, "meta", '{"status": "SUCCESS", "result": 1}', 60)
     records.store(task_id, "final", '{"status": "FAILURE"}', 60, {"status": "failed"})
@@ -274,12 +251,16 @@ def test_celery_success_is_never_overwritten(records: TaskRecords, client: redis
     insert(records, call)
     claim(records, call.id)
     finish(records, call.id)
-    records.store(call.id, "final", '{"status": "FAILURE"}', 60, {"status": "failed", "error": "late"})
+    meta = client.get(records.meta_key(call.id))
+    late = records.store(call.id, "final", '{"status": "FAILURE"}', 60, {"status": "failed", "error": "late"})
     final = records.read(call.id)
-    assert final is not None and (final.status, final.error) == (TaskStatus.SUCCEEDED, None)
+    assert late == "final" and final is not None and (final.status, final.error) == (TaskStatus.SUCCEEDED, None)
+    assert client.get(records.meta_key(call.id)) == meta, "nor is Celery's meta of a final task"
 
 
-def test_recent_is_newest_first_filters_and_forgets_expired_records(records: TaskRecords, client: redis.Redis) -> None:
+def test_recent_is_newest_first_filters_and_forgets_expired_records(
+    records: WorkerRecords, client: redis.Redis
+) -> None:
     calls = [make_call(tasks.add, n, n) for n in range(5)]
     for call in calls:
         insert(records, call)
@@ -293,9 +274,9 @@ def test_recent_is_newest_first_filters_and_forgets_expired_records(records: Tas
     assert client.zscore(records.index_key, calls[0].id) is None
 
 
-def test_leases_are_refreshed(records: TaskRecords, client: redis.Redis) -> None:
+def test_leases_are_refreshed(records: WorkerRecords, client: redis.Redis) -> None:
     call = make_call(tasks.add, 1, 2)
     insert(records, call)
     claim(records, call.id, lease_ms=1_000)
-    records.refresh_leases([call.id], 60_000)
+    assert records.refresh_leases({call.id: "worker-1"}, 60_000) == []
     assert client.pttl(records.lease_key(call.id)) > 30_000

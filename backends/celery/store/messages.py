@@ -19,6 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 DEFAULT_QUEUE = "celery"
+# Async tasks go here unless their options name a queue: a worker's async pool (an event loop in
+# a process of its own) consumes it, so they run TASK_ASYNC_CONCURRENCY at a time, not one per core.
+ASYNC_QUEUE = "celery-async"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 _REPR_LIMIT = 200
 _HOSTNAME = socket.gethostname()
@@ -79,6 +82,24 @@ def task_message(
         },
     }
     return json.dumps(envelope, separators=(",", ":"))
+
+
+def queue_for(is_async: bool, queue: str | None) -> str:
+    """The queue a task's message goes to: its own, else the async or the default queue."""
+    return queue or (ASYNC_QUEUE if is_async else DEFAULT_QUEUE)
+
+
+# Celery's FAILURE meta for a task that did not run because its dependency (after=) did not succeed;
+# the scripts fill in \3 (the error, JSON-encoded) and \4 (the task id, JSON-encoded)
+DEPENDENCY_FAILURE_META = (
+    '{"status": "FAILURE", "result": {"exc_type": "RuntimeError", "exc_message": [\3], "exc_module": "builtins"}, '
+    '"traceback": null, "children": [], "date_done": null, "task_id": \4}'
+)
+
+
+def dependency_failure_meta() -> str:
+    """``DEPENDENCY_FAILURE_META``."""
+    return DEPENDENCY_FAILURE_META
 
 
 def revoked_meta(task_id: str, reason: str = "cancelled") -> str:

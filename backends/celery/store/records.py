@@ -3,92 +3,49 @@
 A record is written at enqueue (so an unknown id is ``TaskNotFound``, never "PENDING forever"),
 claimed by the worker before the body runs (so a cancelled, finished or still-running task is
 not run again by a redelivered message), and finished by the result backend in the same round
-trip as Celery's own result. The Lua scripts and the key layout are in ``celery_scripts``.
+trip as Celery's own result. The Lua scripts and the key layout are in ``celery_scripts``; the
+worker's side (claim, store, leases, recovery, retention) is ``WorkerRecords``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import math
-import time
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
 from backends.celery.store import scripts as celery_scripts
+from backends.celery.store.messages import dependency_failure_meta
+from backends.celery.store.snapshots import (
+    CALL_FIELDS,
+    EPOCH,
+    READ_FIELDS,
+    from_us,
+    snapshot,
+    stats_of,
+    text,
+    to_seconds,
+    to_us,
+)
+from taskservice import attempts
+from taskservice.attempts import AttemptInfo
 from taskservice.codec import Arguments
-from taskservice.errors import TaskConflict
-from taskservice.models import TaskResult, TaskStatus
+from taskservice.errors import TaskConflict, TaskNotFound
+from taskservice.models import TaskResult, TaskStats, TaskStatus
 from taskservice.registry import Task, TaskOptions, registered_tasks
 from taskservice.service import TaskCall, TaskQuery
 
+__all__ = ["CALL_FIELDS", "EPOCH", "KEY_PREFIX", "READ_FIELDS", "TaskRecords", "from_us", "to_seconds", "to_us"]
+
 KEY_PREFIX = "taskservice:"
 CELERY_META_PREFIX = "celery-task-meta-"  # Celery's redis result backend key for a task's result
+# the dependency's id and status, filled in by the scripts (a chain fails link by link)
+DEPENDENCY_ERROR_TEMPLATE = attempts.dependency_error("\1", "\2")
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
-
-READ_FIELDS = (
-    "name",
-    "status",
-    "enqueued_at",
-    "run_at",
-    "started_at",
-    "finished_at",
-    "attempts",
-    "error",
-    "traceback",
-    "progress",
-    "progress_message",
-    "result",
-    "args",
-    "retry_of",
-    "retried_as",
-)
-CALL_FIELDS = ("status", "name", "args", "queue", "max_retries", "retry_backoff", "timeout", "unique_key", "headers")
-
-
-def to_us(moment: datetime) -> int:
-    """Microseconds since the epoch, exactly (no float rounding: snapshots keep their order)."""
-    return (moment - EPOCH) // _ONE_US
-
-
-def from_us(value: str | None) -> datetime | None:
-    return None if value is None else EPOCH + timedelta(microseconds=int(value))
-
-
-def to_seconds(moment: datetime) -> float:
-    return (moment - EPOCH).total_seconds()
-
-
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    """What the worker may do with a delivered message: ``run`` it, or not, and why."""
-
-    verdict: str  # "run", "busy" (running elsewhere), "conflict", or the final status it already has
-    attempts: int = 0
-    max_retries: int = 0
-    retry_backoff_s: float = 1.0
-    timeout_s: float | None = None
-    busy_for_s: float = 0.0
-    unique_key: str | None = None
-    holder: str | None = None
-    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)  # carried from enqueue (tracing)
-
-
-@dataclasses.dataclass(frozen=True)
-class ClaimDefaults:
-    """Options for a record the worker must create itself (a message not sent through taskservice)."""
-
-    name: str
-    queue: str
-    max_retries: int
-    retry_backoff_s: float
-    timeout_s: float | None
+ScriptArguments = tuple[list[str], list[Any]]  # (KEYS, ARGV) of one script call
 
 
 class TaskRecords:
@@ -97,15 +54,14 @@ class TaskRecords:
     def __init__(self, client: redis.Redis, result_ttl_s: float, prefix: str = KEY_PREFIX) -> None:
         self.client = client
         self.prefix = prefix
-        self.result_ttl_ms = max(1, int(result_ttl_s * 1000))
+        self.result_ttl_s = max(1, int(result_ttl_s))
+        self.result_ttl_ms = self.result_ttl_s * 1000
         self.index_key = prefix + "index"
         self.schedule_key = prefix + "schedule"
+        self.pending_key = prefix + "pending"
+        self.counts_key = prefix + "counts"
         self._insert = client.register_script(celery_scripts.INSERT)
-        self._claim = _HotScript(client, celery_scripts.CLAIM)
-        self._adopt = client.register_script(celery_scripts.ADOPT)
-        self._store = _HotScript(client, celery_scripts.STORE)
         self._cancel = client.register_script(celery_scripts.CANCEL)
-        self._dispatch = client.register_script(celery_scripts.DISPATCH)
         self._link_retry = client.register_script(celery_scripts.LINK_RETRY)
 
     def record_key(self, task_id: str) -> str:
@@ -123,11 +79,8 @@ class TaskRecords:
 
     # --- the API side ---------------------------------------------------------------------------
 
-    def insert(self, call: TaskCall, message: str, queue: str) -> None:
-        """Write the record and publish (or park, if scheduled) the message; ``TaskConflict`` if its key is held."""
-        now = datetime.now(UTC)
-        delay_s = max(0.0, to_seconds(call.run_at) - to_seconds(now)) if call.run_at is not None else 0.0
-        ttl_ms = self.result_ttl_ms + int(delay_s * 1000)  # a far-future task keeps its record until it ran
+    def insert_arguments(self, call: TaskCall, message: str, queue: str) -> ScriptArguments:
+        """KEYS and ARGV of the INSERT script for ``call`` (the async client sends the very same)."""
         options = call.options
         fields: list[str | int | float] = [
             "name", call.task.name,
@@ -151,22 +104,42 @@ class TaskRecords:
         unique = self.unique_key(options.unique_key) if options.unique_key is not None else self.record_key(call.id)
         target = self.schedule_key if call.run_at is not None else queue
         due = repr(to_seconds(call.run_at)) if call.run_at is not None else ""
-        cutoff = to_seconds(now) - self.result_ttl_ms / 1000
-        holder = self._insert(
-            keys=[self.record_key(call.id), self.index_key, unique, target],
-            args=[self.prefix, call.id, ttl_ms, to_seconds(call.enqueued_at), cutoff, message, due,
-                  "1" if options.unique_key is not None else "0", *fields],
-        )  # fmt: skip
-        if holder is not None:
-            assert options.unique_key is not None
-            raise TaskConflict(options.unique_key, _text(holder))
+        after = options.after or ""
+        keys = [self.record_key(call.id), self.index_key, unique, target]
+        args = [self.prefix, call.id, "", to_seconds(call.enqueued_at), call.initial_status.value, message, due,
+                "1" if options.unique_key is not None else "0", after,
+                DEPENDENCY_ERROR_TEMPLATE if after else "", dependency_failure_meta() if after else "",
+                self.result_ttl_s, *fields]  # fmt: skip
+        return keys, args
+
+    def insert_outcome(self, call: TaskCall, reply: Any) -> None:
+        """Act on the INSERT script's reply: ``TaskConflict``, ``TaskNotFound`` (after=), or log a task
+        decided at once because the task it waits for did not succeed."""
+        verdict = text(reply[0])
+        if verdict == "conflict":
+            assert call.options.unique_key is not None
+            raise TaskConflict(call.options.unique_key, text(reply[1]))
+        if verdict == "notfound":
+            assert call.options.after is not None
+            raise TaskNotFound(call.options.after)
+        if verdict == "failed":
+            assert call.options.after is not None
+            attempts.interrupted(call.attempt_info(0), attempts.dependency_error(call.options.after, text(reply[1])))
+
+    def insert(self, call: TaskCall, message: str, queue: str) -> None:
+        """Write the record and publish (or park, if scheduled or waiting) the message.
+
+        ``TaskConflict`` if its unique_key is held, ``TaskNotFound`` if ``after`` names no task.
+        """
+        keys, args = self.insert_arguments(call, message, queue)
+        self.insert_outcome(call, self._insert(keys=keys, args=args))
 
     def read(self, task_id: str) -> TaskResult | None:
         """The record as a snapshot, or None if there is none."""
-        return _snapshot(task_id, self.client.hmget(self.record_key(task_id), READ_FIELDS))
+        return snapshot(task_id, self.client.hmget(self.record_key(task_id), READ_FIELDS))
 
     def recent(self, query: TaskQuery, page_size: int = 500) -> list[TaskResult]:
-        """Newest first, as ``query`` says; records that expired are dropped from the index on the way."""
+        """Newest first, as ``query`` says; ids whose record is gone are dropped from the index on the way."""
         found: list[TaskResult] = []
         high = "+inf" if query.enqueued_before is None else repr(to_seconds(query.enqueued_before))
         if query.cursor is not None:  # inclusive: equal scores are sorted out below by (enqueued_at, id)
@@ -175,7 +148,7 @@ class TaskRecords:
         start = 0
         while len(found) < query.limit:
             raw = self.client.zrevrangebyscore(self.index_key, high, low, start=start, num=page_size)
-            ids = [_text(item) for item in raw]
+            ids = [text(item) for item in raw]
             if not ids:
                 break
             with self.client.pipeline(transaction=False) as pipe:
@@ -185,11 +158,11 @@ class TaskRecords:
             gone = []
             page: list[TaskResult] = []
             for task_id, row in zip(ids, rows, strict=True):
-                snapshot = _snapshot(task_id, row)
-                if snapshot is None:
+                found_snapshot = snapshot(task_id, row)
+                if found_snapshot is None:
                     gone.append(task_id)
-                elif query.matches(snapshot):
-                    page.append(snapshot)
+                elif query.matches(found_snapshot):
+                    page.append(found_snapshot)
             # Scores are seconds as floats: order exactly by (enqueued_at, id) within what was read.
             found += sorted(page, key=lambda r: (r.enqueued_at, r.id), reverse=True)
             if gone:
@@ -199,131 +172,83 @@ class TaskRecords:
                 break
         return found[: query.limit]
 
+    def stats(self) -> TaskStats:
+        """Counts per status from the counters the scripts keep (one round trip, whatever the number of tasks)."""
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.counts_key)
+            pipe.zcard(self.pending_key)
+            pipe.zrange(self.pending_key, 0, 0)
+            transitions, pending, oldest = pipe.execute()
+        oldest_s: float | None = None
+        if oldest:
+            enqueued = self.client.hget(self.record_key(text(oldest[0])), "enqueued_at")
+            if enqueued is not None:
+                moment = from_us(text(enqueued))
+                oldest_s = to_seconds(moment) if moment is not None else None
+        return stats_of({text(k): int(v) for k, v in transitions.items()}, int(pending), oldest_s)
+
     def retry_source(self, task_id: str) -> tuple[TaskStatus, TaskCall] | None:
         """The record's status and the call it was made from, or None if there is no record."""
-        values = dict(zip(CALL_FIELDS, self.client.hmget(self.record_key(task_id), CALL_FIELDS), strict=True))
-        text = {name: None if value is None else _text(value) for name, value in values.items()}
-        if text["status"] is None or text["name"] is None:
-            return None
-        payload = text["args"] or '{"args": [], "kwargs": {}}'
-        decoded = json.loads(payload)
-        timeout = text["timeout"]
-        options = TaskOptions(
-            max_retries=int(text["max_retries"] or 0),
-            retry_backoff=float(text["retry_backoff"] or 1.0),
-            timeout=float(timeout) if timeout else None,
-            queue=text["queue"],
-            unique_key=text["unique_key"],
-        )
-        handle = registered_tasks().get(text["name"]) or Task(_unregistered, text["name"], options)
-        call = TaskCall(
-            id=task_id,
-            task=handle,
-            arguments=Arguments(decoded["args"], decoded["kwargs"], payload),
-            options=options,
-            enqueued_at=datetime.now(UTC),
-            run_at=None,
-            headers=json.loads(text["headers"]) if text["headers"] else {},
-        )
-        return TaskStatus(text["status"]), call
+        return retry_call(task_id, self.client.hmget(self.record_key(task_id), CALL_FIELDS))
 
     def link_retry(self, original_id: str, retry_id: str) -> None:
         self._link_retry(keys=[self.record_key(original_id)], args=[retry_id])
 
+    def cancel_arguments(self, task_id: str, revoked_meta: str, meta_expires_s: int | None) -> ScriptArguments:
+        keys = [self.record_key(task_id), self.schedule_key, self.meta_key(task_id)]
+        args = [self.prefix, task_id, to_us(datetime.now(UTC)), "", revoked_meta, expiry(meta_expires_s),
+                DEPENDENCY_ERROR_TEMPLATE, dependency_failure_meta()]  # fmt: skip
+        return keys, args
+
     def cancel(self, task_id: str, revoked_meta: str, meta_expires_s: int | None) -> bool | None:
         """True: it will never run; False: it already ran or is running; None: no such task."""
-        outcome = self._cancel(
-            keys=[self.record_key(task_id), self.schedule_key, self.meta_key(task_id)],
-            args=[self.prefix, task_id, to_us(datetime.now(UTC)), self.result_ttl_ms, revoked_meta,
-                  _expiry(meta_expires_s)],
-        )  # fmt: skip
-        return None if int(outcome) < 0 else bool(int(outcome))
-
-    # --- the worker side ------------------------------------------------------------------------
-
-    def claim(
-        self, task_id: str, token: str, lease_ms: int, defaults: Callable[[], ClaimDefaults] | ClaimDefaults
-    ) -> Claim:
-        """Mark the task running under a lease if it may run now; otherwise say why not.
-
-        ``defaults`` (or a function that makes them) fill in a record for a message that was sent
-        without taskservice; they are not needed otherwise.
-        """
-        args = (self.prefix, task_id, time.time_ns() // 1000, token, lease_ms)
-        reply = self._claim(*args)
-        verdict = _text(reply[0])
-        if verdict == "missing":  # sent without taskservice: give it a record, then claim it as usual
-            known = defaults() if callable(defaults) else defaults
-            now = datetime.now(UTC)
-            self._adopt(
-                keys=[self.record_key(task_id), self.index_key],
-                args=[task_id, to_us(now), to_seconds(now), self.result_ttl_ms, known.name, known.queue,
-                      known.max_retries, known.retry_backoff_s, "" if known.timeout_s is None else known.timeout_s],
-            )  # fmt: skip
-            reply = self._claim(*args)
-            verdict = _text(reply[0])
-        if verdict == "run":
-            timeout, headers = reply[4], reply[5]
-            return Claim(
-                "run",
-                int(reply[1]),
-                int(reply[2]),
-                float(reply[3]),
-                float(timeout) if timeout else None,
-                headers=json.loads(headers) if headers else {},
-            )
-        if verdict == "busy":
-            return Claim("busy", busy_for_s=int(reply[1]) / 1000)
-        if verdict == "conflict":
-            return Claim("conflict", unique_key=_text(reply[1]), holder=_text(reply[2]))
-        return Claim(verdict)
-
-    def store(
-        self,
-        task_id: str,
-        mode: str,
-        meta: str,
-        meta_expires_s: int | None,
-        fields: Mapping[str, str | None] | None = None,
-        retry_due_s: float | None = None,
-        meta_key: str | bytes | None = None,
-    ) -> None:
-        """Write Celery's result ``meta`` and the record change of ``mode`` (final/retry/progress/meta) at once.
-
-        ``fields`` are the record's changed fields; None removes one.
-        """
-        self._store(
-            self.prefix,
-            task_id,
-            meta_key or self.meta_key(task_id),
-            mode,
-            meta,
-            _expiry(meta_expires_s),
-            self.result_ttl_ms,
-            "" if retry_due_s is None else repr(retry_due_s),
-            json.dumps(fields) if fields else "{}",
-        )
-
-    def defer(self, task_id: str, due_s: float, message: str) -> None:
-        """Park a message to be delivered again at ``due_s`` (a duplicate whose task runs elsewhere)."""
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(self.record_key(task_id), "message", message)
-            pipe.zadd(self.schedule_key, {task_id: due_s})
-            pipe.execute()
-
-    def dispatch_due(self, now_s: float, limit: int = 200) -> tuple[int, float | None]:
-        """Push due scheduled messages onto their queues; return how many, and when the next is due."""
-        moved, following = self._dispatch(keys=[self.schedule_key], args=[self.prefix, repr(now_s), limit])
-        return int(moved), float(following) if following else None
-
-    def refresh_leases(self, task_ids: Sequence[str], lease_ms: int) -> None:
-        with self.client.pipeline(transaction=False) as pipe:
-            for task_id in task_ids:
-                pipe.pexpire(self.lease_key(task_id), lease_ms)
-            pipe.execute()
+        keys, args = self.cancel_arguments(task_id, revoked_meta, meta_expires_s)
+        return cancel_outcome(self._cancel(keys=keys, args=args))
 
 
-class _HotScript:
+def cancel_outcome(reply: Any) -> bool | None:
+    """What the CANCEL script's reply means for ``cancel()``; tasks that failed with it (after=) are logged."""
+    if isinstance(reply, list):
+        dependents_failed(reply[1])
+        return True
+    return None if int(reply) < 0 else bool(int(reply))
+
+
+def dependents_failed(failed: Sequence[Any]) -> None:
+    """Log and hook each task that ended failed because the task it waited for (after=) did not succeed."""
+    for task_id, name, error in failed:
+        attempts.interrupted(AttemptInfo(text(task_id), text(name), 0), text(error))
+
+
+def retry_call(task_id: str, values: Sequence[Any]) -> tuple[TaskStatus, TaskCall] | None:
+    """The status and call of a record from its ``CALL_FIELDS``."""
+    fields = {name: None if value is None else text(value) for name, value in zip(CALL_FIELDS, values, strict=True)}
+    if fields["status"] is None or fields["name"] is None:
+        return None
+    payload = fields["args"] or '{"args": [], "kwargs": {}}'
+    decoded = json.loads(payload)
+    timeout = fields["timeout"]
+    options = TaskOptions(
+        max_retries=int(fields["max_retries"] or 0),
+        retry_backoff=float(fields["retry_backoff"] or 1.0),
+        timeout=float(timeout) if timeout else None,
+        queue=fields["queue"],
+        unique_key=fields["unique_key"],
+    )
+    handle = registered_tasks().get(fields["name"]) or Task(_unregistered, fields["name"], options)
+    call = TaskCall(
+        id=task_id,
+        task=handle,
+        arguments=Arguments(decoded["args"], decoded["kwargs"], payload),
+        options=options,
+        enqueued_at=datetime.now(UTC),
+        run_at=None,
+        headers=json.loads(fields["headers"]) if fields["headers"] else {},
+    )
+    return TaskStatus(fields["status"]), call
+
+
+class HotScript:
     """A script on every task's path: ``EVALSHA`` with no keys and no wrapper, loaded again if Redis forgot it."""
 
     def __init__(self, client: redis.Redis, source: str) -> None:
@@ -339,42 +264,14 @@ class _HotScript:
             return self.client.evalsha(self.sha, 0, *args)
 
 
-def _expiry(seconds: int | None) -> str:
+def expiry(seconds: int | None) -> str:
     return "" if not seconds else str(int(seconds))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _snapshot(task_id: str, row: Sequence[Any]) -> TaskResult | None:
-    values = dict(zip(READ_FIELDS, (None if item is None else _text(item) for item in row), strict=True))
-    if values["status"] is None:
-        return None
-    enqueued_at = from_us(values["enqueued_at"])
-    progress = values["progress"]
-    arguments = json.loads(values["args"]) if values["args"] else None
-    return TaskResult(
-        id=task_id,
-        name=values["name"] or "",
-        status=TaskStatus(values["status"]),
-        result=json.loads(values["result"]) if values["result"] is not None else None,
-        error=values["error"],
-        traceback=values["traceback"],
-        progress=float(progress) if progress is not None and math.isfinite(float(progress)) else None,
-        progress_message=values["progress_message"],
-        attempts=int(values["attempts"] or 0),
-        enqueued_at=enqueued_at if enqueued_at is not None else EPOCH,
-        started_at=from_us(values["started_at"]),
-        finished_at=from_us(values["finished_at"]),
-        run_at=from_us(values["run_at"]),
-        args=arguments.get("args") if arguments is not None else None,
-        kwargs=arguments.get("kwargs") if arguments is not None else None,
-        retry_of=values["retry_of"],
-        retried_as=json.loads(values["retried_as"]) if values["retried_as"] else [],
-    )
 
 
 def _unregistered(*args: Any, **kwargs: Any) -> None:
     """Stands for a task this process does not import: only its name travels, a worker runs the real one."""
     raise LookupError("this task is not registered in this process: is its module in TASK_MODULES?")
+
+
+# names other modules of this backend import
+_text, _expiry, _snapshot = text, expiry, snapshot

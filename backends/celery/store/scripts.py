@@ -3,24 +3,30 @@
 The scripts live next to this module (``lua/*.lua``). Each is loaded with a generated prelude that
 spells the status words and sets from ``TaskStatus`` (``PENDING``, ``RUNNING``, ...; ``CLAIMABLE``,
 ``FINAL`` as tables), so no script writes a status by hand; those that need them also get
-``lua/common.lua`` (``active``, ``release_unique``, ``is_final``).
+``lua/common.lua`` (``active``, ``release_unique``, ``count``, ``settle_dependents``...).
 
 Keys (``P`` is the key prefix, ``taskservice:`` by default):
 
-``P task:ID``     hash: the record (name, status, timestamps in microseconds, attempts, error, ...)
-``P lease:ID``    string: the token of the worker process running ID; it refreshes the expiry
-``P unique:KEY``  string: the id of the task holding ``unique_key`` KEY
-``P index``       sorted set: ids by enqueue time (``list_tasks``)
-``P schedule``    sorted set: ids by due time; their broker message waits in the record's ``message``
+``P task:ID``       hash: the record (name, status, timestamps in microseconds, attempts, error,
+                    ``holder``: the token of the attempt that runs or ran it, ...)
+``P lease:ID``      string: that token while its worker process refreshes it (expires otherwise)
+``P unique:KEY``    string: the id of the task holding ``unique_key`` KEY
+``P index``         sorted set: ids by enqueue time (``list_tasks``)
+``P schedule``      sorted set: ids by due time; their broker message waits in the record's ``message``
+``P pending``       sorted set: ids of pending tasks by enqueue time (``stats``: the oldest pending)
+``P finished``      sorted set: ids of final tasks by finish time (retention: ``TRIM``)
+``P counts``        hash: transition counters (``'running>succeeded'`` -> n) for ``stats``
+``P waiting:ID``    set: ids of tasks waiting for ID (``after=``); ID's record has ``dependents``
+``P recovering:ID`` string: ID was re-published by ``RECOVER`` within the last lease period
 
-A task is *active* (holds its unique_key) while ``pending``/``scheduled``/``retrying``, or
-``running`` with a live lease: a running task whose worker died stops holding it once the lease
-expires, and no longer counts as running elsewhere, so its redelivered message may run it.
+A task is *active* (holds its unique_key) from enqueue until it reaches a final status. A running
+task whose worker died keeps it: once its lease expired, ``RECOVER`` (run by every worker's
+dispatcher) re-publishes its message, and the claim lets the copy take over.
 
-The two scripts a worker runs for every task (``CLAIM``, ``STORE``) derive their keys from the
-prefix and the id instead of taking them as ``KEYS``: every argument costs on both sides of a
-call that is on every task's path. That, like the keys the other scripts derive, ties the layout
-to one Redis server (not Redis Cluster), which is what Celery's Redis transport supports anyway.
+The scripts a worker runs for every task (``CLAIM``, ``STORE``) derive their keys from the prefix
+and the id instead of taking them as ``KEYS``: every argument costs on both sides of a call that is
+on every task's path. That, like the keys the other scripts derive, ties the layout to one Redis
+server (not Redis Cluster), which is what Celery's Redis transport supports anyway.
 """
 
 from __future__ import annotations
@@ -56,4 +62,8 @@ ADOPT = _script("adopt", common=False)
 STORE = _script("store", common=True)
 CANCEL = _script("cancel", common=True)
 DISPATCH = _script("dispatch", common=False)
+DEFER = _script("defer", common=False)
+REFRESH = _script("refresh", common=False)
+RECOVER = _script("recover", common=False)
+TRIM = _script("trim", common=False)
 LINK_RETRY = _script("link_retry", common=False)
