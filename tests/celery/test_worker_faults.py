@@ -61,7 +61,7 @@ def test_a_message_nested_too_deep_fails_that_task_and_the_worker_lives_on(worke
     raw = Celery("raw", broker=worker.redis.url)
     raw.conf.task_serializer = "json"
     try:
-        task_id = raw.send_task("tests.add", args=[deep, 1]).id
+        task_id = raw.send_task("contract.add", args=[deep, 1]).id
     finally:
         raw.close()
 
