@@ -37,9 +37,7 @@ except ModuleNotFoundError as _missing:  # FastAPI < 0.135 has no fastapi.sse: o
 
     def create_tasks_router(*args: object, **kwargs: object) -> object:  # type: ignore[misc]
         """Unavailable with this FastAPI; the rest of taskservice works with FastAPI >= 0.100."""
-        raise ImportError(
-            f"create_tasks_router needs a newer FastAPI ({_router_error}): pip install 'fastapi>=0.135'"
-        )
+        raise ImportError(f"create_tasks_router needs a newer FastAPI ({_router_error}): pip install 'fastapi>=0.135'")
 
 
 __all__ = [
