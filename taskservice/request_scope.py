@@ -37,18 +37,23 @@ ASGIApp = Callable[[Any, Any, Any], Any]
 class RequestTaskFailed(AssertionError):
     """A task a request enqueued failed (or did not finish) while its test waited for it."""
 
+    def __init__(self, message: str, failures: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.failures = failures if failures is not None else [message]
+
 
 @dataclasses.dataclass
 class FinishPolicy:
     """How requests finish their tasks: wait up to ``timeout_s`` for each; raise failures or not.
 
-    ``failures`` collects the message of every failed task, raised or not (the pytest plugin
-    fails a test that swallowed one).
+    ``failures`` collects the message of every failed task, ``raised`` the errors raised for them
+    (the pytest plugin fails a test whose client swallowed one).
     """
 
     timeout_s: float = 60.0
     raise_errors: bool = True
     failures: list[str] = dataclasses.field(default_factory=list)
+    raised: list[RequestTaskFailed] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -97,7 +102,9 @@ class RequestScope:
         policy.failures.extend(failures)
         if failures and policy.raise_errors:
             more = f"\n\n({len(failures) - 1} more task(s) of this request failed too)" if len(failures) > 1 else ""
-            raise RequestTaskFailed(failures[0] + more)
+            error = RequestTaskFailed(failures[0] + more, failures)
+            policy.raised.append(error)
+            raise error
 
 
 def _start_all(starters: list[Starter]) -> None:

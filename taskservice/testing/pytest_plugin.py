@@ -176,12 +176,24 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 item.add_report_section("call", "taskservice", "\n\n".join(policy.failures))
         raise
     for policy in _test_policies:
-        if policy.failures and policy.raise_errors:
+        caught = {
+            id(message) for error in policy.raised if _caught_by_the_test(error, item) for message in error.failures
+        }
+        swallowed = [message for message in policy.failures if id(message) not in caught]
+        if swallowed and policy.raise_errors:
             raise RequestTaskFailed(
-                "a task enqueued by a request of this test failed (the client did not raise it):\n\n"
-                + policy.failures[0]
+                "a task enqueued by a request of this test failed (the client did not raise it):\n\n" + swallowed[0]
             )
     return outcome
+
+
+def _caught_by_the_test(error: BaseException, item: pytest.Item) -> bool:
+    """The error reached the test's own code (``pytest.raises``) rather than dying in a client.
+
+    The head of an exception's traceback is the frame where it stopped: the test function
+    for an error the test caught, the client's transport for one it swallowed."""
+    trace = error.__traceback__
+    return trace is not None and trace.tb_frame.f_code.co_filename == str(item.path)
 
 
 @pytest.fixture
