@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from taskservice.startup import check_task_settings_or_exit, settings_or_exit
+
 
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())
@@ -88,3 +90,11 @@ class AppSettings(BaseSettings):
 def get_settings() -> AppSettings:
     """The process-wide settings (tests call ``get_settings.cache_clear()`` after changing the environment)."""
     return AppSettings()
+
+
+def settings_at_start() -> AppSettings:
+    """The settings a process starts with (API, worker, beat); an invalid one, the app's or
+    taskservice's, stops it with one line naming the variable, its value and what is valid."""
+    check_task_settings_or_exit()
+    settings_or_exit(AppSettings)
+    return get_settings()

@@ -17,7 +17,7 @@ from app.db import get_database
 from app.imaging import THUMBNAIL_SIZES, make_thumbnails, sha256_of
 from app.models import Image, Notification, UpkeepRun
 from app.project_runs import ProjectRun
-from app.settings import get_settings
+from app.settings import get_settings, settings_at_start
 from app.storage import data_dir
 from taskservice import TaskConflict, get_task_service, periodic, set_progress, task
 
@@ -103,7 +103,8 @@ def deliver_notification(notification_id: str) -> dict[str, Any]:
     return {"notification_id": notification_id, "status": "sent", "attempts": attempt}
 
 
-@periodic(every=get_settings().upkeep_interval_s)
+# Read when this module is imported: by the API, each worker and beat (beat's value is the one that counts).
+@periodic(every=settings_at_start().upkeep_interval_s)
 @task(name="upkeep.thumbnail_integrity")
 def check_thumbnail_integrity() -> dict[str, int]:
     """Find images whose thumbnails are missing, re-enqueue them (a few times at most), record the run."""
