@@ -35,16 +35,15 @@ def test_make_alone_lists_the_targets_and_so_does_make_help(tmp_path: Path) -> N
 
 
 def test_make_run_respects_the_backend_the_user_set(tmp_path: Path) -> None:
-    completed = subprocess.run(
-        ["make", "-s", "run"],
-        cwd=REPO_ROOT,
-        env=make_env(tmp_path, TASK_BACKEND="celry", PORT=str(processes.free_port())),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert completed.returncode != 0
-    assert "invalid setting TASK_BACKEND='celry'" in completed.stderr
+    log = tmp_path / "make.log"
+    env = make_env(tmp_path, TASK_BACKEND="celry", PORT=str(processes.free_port()))
+    make = processes.spawn(["make", "-s", "run"], env, log, cwd=REPO_ROOT)  # its own group: nothing can leak
+    try:
+        make.wait(timeout=60)
+    finally:
+        processes.stop_process(make)
+    assert make.returncode != 0
+    assert "invalid setting TASK_BACKEND='celry'" in log.read_text()
 
 
 def test_make_run_keeps_tasks_in_sqlite_and_sigterm_to_make_stops_the_server(tmp_path: Path) -> None:
