@@ -47,10 +47,19 @@ class AppSettings(BaseSettings):
         description="APP_MAX_UPLOAD_BYTES: largest accepted upload (image or CSV), enforced while it streams in",
     )
     max_image_pixels: int = Field(
-        50_000_000,
+        25_000_000,
         gt=0,
         validation_alias=_env("APP_MAX_IMAGE_PIXELS"),
-        description="APP_MAX_IMAGE_PIXELS: width x height above which an image is refused as a decompression bomb",
+        description="APP_MAX_IMAGE_PIXELS: width x height above which an image is refused as a decompression bomb "
+        "(25 MP: a 6000x4000 photo; a PNG decodes to about 4 bytes per pixel)",
+    )
+    heavy_task_concurrency: int = Field(
+        2,
+        gt=0,
+        le=64,
+        validation_alias=_env("APP_HEAVY_TASK_CONCURRENCY"),
+        description="APP_HEAVY_TASK_CONCURRENCY: thumbnail and pipeline tasks running at once per process "
+        "(each may need up to about 4 bytes per pixel of APP_MAX_IMAGE_PIXELS); the others wait their turn",
     )
     upkeep_interval_s: float = Field(
         300.0,
