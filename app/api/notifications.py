@@ -11,14 +11,16 @@ from sqlalchemy import delete, update
 
 from app.api.errors import UNAVAILABLE, is_app_id, not_found, refusals
 from app.db import get_database
+from app.lost_tasks import lost_task
 from app.models import Notification, new_id
 from app.settings import get_settings
 from app.tasks import deliver_notification
-from taskservice import TaskService, TaskServiceDep, TaskServiceError, TaskStatus
+from taskservice import TaskService, TaskServiceDep
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
 
 MAX_SEND_AT_DISTANCE = timedelta(days=30)
+NEVER_ENQUEUED_GRACE = timedelta(minutes=5)
 NotificationStatus = Literal["queued", "scheduled", "sent", "failed", "cancelled"]
 _ACTIVE = ("queued", "scheduled")
 # Printable, no spaces, one @, a dot in the domain: enough to catch typos, not an RFC 5322 parser.
@@ -147,26 +149,33 @@ def _checked_send_at(send_at: datetime | None, now: datetime) -> datetime | None
 )
 def read_notification(notification_id: str, service: TaskServiceDep) -> NotificationOut:
     row = _notification_or_404(notification_id)
-    if row.status in _ACTIVE and row.task_id and _record_lost_delivery(service, row):
+    if row.status in _ACTIVE and _record_lost_delivery(service, row):
         row = _notification_or_404(notification_id)
     return NotificationOut.of(row)
 
 
 def _record_lost_delivery(service: TaskService, row: Notification) -> bool:
-    """A delivery task that ended without updating the row (cancelled, killed) is recorded here."""
-    assert row.task_id is not None
-    try:
-        task = service.get_status(row.task_id)
-    except TaskServiceError:  # unknown, expired, or the backend is down: report what the database says
+    """A delivery task that ended without updating the row (failed, cancelled, interrupted, vanished)
+    is recorded here; so is a row whose task was never enqueued (the API stopped in between)."""
+    if row.task_id is None:
+        if datetime.now(UTC) - row.created_at < NEVER_ENQUEUED_GRACE:
+            return False  # the API is enqueueing it right now
+        return _settle(row, "failed", "the delivery was never enqueued (the API stopped before it could)")
+    lost = lost_task(service, row.task_id)
+    if lost is None:
         return False
-    if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-        return False
-    status = "cancelled" if task.status is TaskStatus.CANCELLED else "failed"
+    if lost.ending == "cancelled":
+        return _settle(row, "cancelled", row.last_error)
+    reason = f"the delivery task is gone: {lost.reason}" if lost.ending == "vanished" else lost.reason
+    return _settle(row, "failed", row.last_error or reason)
+
+
+def _settle(row: Notification, status: str, last_error: str | None) -> bool:
     with get_database().session() as session:
         changed = session.execute(
             update(Notification)
             .where(Notification.id == row.id, Notification.status.in_(_ACTIVE))
-            .values(status=status, last_error=row.last_error or task.error)
+            .values(status=status, last_error=last_error)
             .execution_options(synchronize_session=False)
         )
     return bool(getattr(changed, "rowcount", 0))
