@@ -140,6 +140,11 @@ def set_finish_policy(policy: FinishPolicy | None) -> FinishPolicy | None:
     return previous
 
 
+def finish_policy() -> FinishPolicy | None:
+    """The policy requests finish their tasks under, or None (the normal behaviour)."""
+    return _finish_policy
+
+
 def defer_until_response_sent(start: Starter) -> bool:
     """Queue ``start`` behind the current response; False when not inside a request."""
     scope = _current_scope.get()

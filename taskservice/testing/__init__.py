@@ -17,6 +17,7 @@ The fixtures (``fake_task_service``, ``task_service_override``, ``finish_request
 ``taskservice.testing.pytest_plugin``, registered automatically when taskservice is installed.
 """
 
+from taskservice import registry as _registry
 from taskservice.testing.assertions import assert_enqueued, assert_not_enqueued, assert_scheduled
 from taskservice.testing.fake import (
     FakeTaskService,
@@ -26,6 +27,10 @@ from taskservice.testing.fake import (
 )
 from taskservice.testing.replace import InProcessOnly, TaskReplacement, replace_task
 from taskservice.testing.request_tasks import FinishPolicy, RequestTaskFailed, finish_request_tasks
+from taskservice.testing.stand_ins import stand_in_for as _stand_in_for
+
+if _stand_in_for not in _registry.non_task_resolvers:
+    _registry.non_task_resolvers.append(_stand_in_for)
 
 __all__ = [
     "FakeTaskService",

@@ -21,6 +21,9 @@ Configuration (``[tool.pytest.ini_options]`` or ``pytest.ini``):
 - ``taskservice_task_modules = app.tasks``: what the Celery worker imports (default: ``TASK_MODULES``,
   else every module that registered a task).
 
+Under the switch, a function or mock a test patched in place of a task (by its name, as suites
+written for ``BackgroundTasks`` do) runs as that task with the fake and in-process (``stand_ins``).
+
 Option: ``--task-backend=fastapi|celery`` sets ``TASK_BACKEND`` for the session; with ``celery`` it
 starts a throwaway redis-server and a real worker (and beat, if periodic tasks exist) and tears
 them down at the end (see ``celery_session``).

@@ -45,7 +45,7 @@ class TaskReplacement:
         if registered is not None and registered is not handle:  # handle is an .options() copy
             handles.append(registered)
         self._originals = [(replaced, replaced.func) for replaced in handles]
-        body = _body_for(handle.func, stand_in, handle.is_async)
+        body = body_for(handle.func, stand_in, handle.is_async)
         for replaced, _ in self._originals:
             replaced.func = body
         _active.append(self)
@@ -91,8 +91,8 @@ def restore_all() -> None:
         replacement.restore()
 
 
-def _body_for(original: Callable[..., Any], stand_in: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
-    """The stand-in shaped like the original: its signature (for the argument checks) and sync/async kind."""
+def body_for(original: Callable[..., Any], stand_in: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+    """``stand_in`` shaped like ``original``: its signature (for the argument checks) and sync/async kind."""
     if is_async:
 
         @functools.wraps(original)

@@ -1,9 +1,11 @@
 """replace_task: a stand-in runs instead of a task's body with the fake and the in-process backend,
-after the same argument checks; a mock handed to enqueue is refused with the fix; Celery refuses."""
+after the same argument checks; a mock handed to enqueue is refused with the fix; Celery refuses.
+Under finish_request_tasks a function or mock patched in by the task's name stands in for it."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Iterator
 from unittest import mock
 
@@ -14,6 +16,8 @@ from taskservice.testing import (
     FakeTaskService,
     InProcessOnly,
     TaskReplacement,
+    assert_enqueued,
+    finish_request_tasks,
     installed_task_service,
     replace_task,
 )
@@ -115,3 +119,63 @@ def test_a_sync_task_takes_an_async_stand_in(fake_task_service: FakeTaskService)
     with replace_task(send_mail, stand_in):
         fake_task_service.enqueue(send_mail, "cy@example.com")
         assert fake_task_service.run_all()[0].result == "async cy@example.com"
+
+
+# --- under finish_request_tasks: a function patched by name in place of a task stands in for it ----------
+
+
+@task(name="replace.summarize")
+async def summarize_article(summary_id: int, url: str) -> None:
+    raise AssertionError("the real body must not run in these tests")
+
+
+def create_summary(service: TaskService, summary_id: int) -> str:
+    """Stands for an endpoint: it enqueues the module-level name, which a test may have patched."""
+    return service.enqueue(summarize_article, summary_id, "https://foo.bar/")
+
+
+def test_under_the_switch_a_function_patched_in_by_name_runs_in_place_of_the_task(
+    inprocess: TaskService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[int, str]] = []
+
+    def mock_summarize(summary_id: int, url: str) -> None:  # sync, for an async task
+        seen.append((summary_id, url))
+
+    monkeypatch.setattr(sys.modules[__name__], "summarize_article", mock_summarize)
+    with finish_request_tasks():
+        result = inprocess.wait(create_summary(inprocess, 7), timeout_s=10)
+        with pytest.raises(TypeError, match="cannot be called with these arguments"):
+            inprocess.enqueue(mock_summarize, 7)  # still checked against the task's own signature
+    assert (result.name, result.status, seen) == ("replace.summarize", TaskStatus.SUCCEEDED, [(7, "https://foo.bar/")])
+
+
+def test_under_the_switch_a_mock_patched_in_stands_in_with_the_fake(
+    fake_task_service: FakeTaskService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stand_in = mock.MagicMock()
+    monkeypatch.setattr(sys.modules[__name__], "summarize_article", stand_in)
+    with finish_request_tasks():
+        create_summary(fake_task_service, 8)
+    assert_enqueued(fake_task_service, "replace.summarize", 8, "https://foo.bar/")
+    fake_task_service.run_all()
+    stand_in.assert_called_once_with(8, "https://foo.bar/")
+
+
+def test_without_the_switch_a_patched_function_is_refused_naming_the_fix(
+    fake_task_service: FakeTaskService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "summarize_article", lambda summary_id, url: None)
+    with pytest.raises(TypeError, match="is not a task: decorate it with @task"):
+        create_summary(fake_task_service, 9)
+
+
+def test_on_celery_a_patched_function_is_refused_saying_the_worker_cannot_run_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    celery = create_task_service(TaskSettings(backend="celery", redis_url="redis://127.0.0.1:9/0"))
+    monkeypatch.setattr(sys.modules[__name__], "summarize_article", mock.MagicMock())
+    with installed_task_service(celery), finish_request_tasks(), pytest.raises(InProcessOnly) as refused:
+        create_summary(celery, 10)
+    assert "replaced the task replace.summarize" in str(refused.value)
+    assert "--task-backend=fastapi" in str(refused.value)
