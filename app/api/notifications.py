@@ -26,6 +26,14 @@ _ACTIVE = ("queued", "scheduled")
 # Printable, no spaces, one @, a dot in the domain: enough to catch typos, not an RFC 5322 parser.
 _ADDRESS = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$"
 _EXAMPLE_ID = "0a1b2c3d4e5f40718293a4b5c6d7e8f9"
+
+
+def example_send_at(now: datetime | None = None) -> str:
+    """A send_at that is valid when shown: tomorrow 09:00 UTC (a fixed date would leave the 30-day window)."""
+    tomorrow = (now or datetime.now(UTC)) + timedelta(days=1)
+    return tomorrow.strftime("%Y-%m-%dT09:00:00Z")
+
+
 _NOT_FOUND = ("No notification with this id", f"no notification with id '{_EXAMPLE_ID}'")
 
 
@@ -35,7 +43,7 @@ class NotificationIn(BaseModel):
         json_schema_extra={
             "examples": [
                 {"to": "ada@example.com", "subject": "Report ready", "body": "Your report is ready."},
-                {"to": "ada@example.com", "subject": "Reminder", "body": "...", "send_at": "2030-01-01T09:00:00Z"},
+                {"to": "ada@example.com", "subject": "Reminder", "body": "...", "send_at": example_send_at()},
             ]
         },
     )
@@ -44,7 +52,7 @@ class NotificationIn(BaseModel):
     subject: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
     body: Annotated[str, Field(max_length=100_000, pattern=r"^[^\x00]*$")]
     send_at: datetime | None = Field(
-        None, description="when to send, with a time zone (e.g. 2030-01-01T09:00:00Z); at most 30 days away"
+        None, description=f"when to send, with a time zone (e.g. {example_send_at()}); at most 30 days away"
     )
 
 
@@ -131,7 +139,7 @@ def _checked_send_at(send_at: datetime | None, now: datetime) -> datetime | None
     if send_at.tzinfo is None or send_at.utcoffset() is None:
         raise HTTPException(
             status_code=400,
-            detail="send_at must include a time zone, e.g. 2030-01-01T09:00:00Z or 2030-01-01T10:00:00+01:00",
+            detail=f"send_at must include a time zone, e.g. {example_send_at(now)} (Z, or an offset such as +01:00)",
         )
     # Compare before converting: far-off values (year 1, year 9999) overflow astimezone().
     if abs(send_at - now) > MAX_SEND_AT_DISTANCE:
