@@ -121,6 +121,8 @@ async def _wait_for(item: _Submitted, timeout_s: float, where: str) -> str | Non
         result = await item.service.await_result(item.task_id, timeout_s=timeout_s)
     except TimeoutError:
         return f"task {item.task_id} enqueued by {where} did not finish within {timeout_s:g} s"
+    except Exception as exc:  # the backend went away or forgot the task: the test must hear of it
+        return f"task {item.task_id} enqueued by {where} could not be followed: {type(exc).__name__}: {exc}"
     if result.status is not TaskStatus.FAILED:
         return None
     text = f"task {result.name} ({result.id}) enqueued by {where} failed: {result.error}"
