@@ -16,7 +16,8 @@ PORT ?= 8000
 # to keep your own values; variables set in the environment win over both.
 export TASK_MODULES ?= app.tasks
 export APP_DATA_DIR ?= data
-export TASK_STORE_URL ?= sqlite:///$(APP_DATA_DIR)/tasks.sqlite3
+# Given to the servers only (make run), not exported to the tests.
+TASK_STORE_URL ?= sqlite:///$(APP_DATA_DIR)/tasks.sqlite3
 
 .PHONY: help install run test test-fast lint format worker beat flower run-celery bench bench-smoke clean
 
@@ -42,7 +43,7 @@ $(APP_STAMP): pyproject.toml
 
 # `exec`: the server replaces the shell, so a SIGTERM or Ctrl-C sent to make reaches it.
 run: $(APP_STAMP)  ## serve the reference app on HOST:PORT (127.0.0.1:8000); in-process unless TASK_BACKEND says otherwise
-	exec $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
+	exec env TASK_STORE_URL='$(TASK_STORE_URL)' $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
 
 run-celery: $(STAMP)  ## the API with the Celery backend (start Redis, `make worker`, `make beat` too)
 	exec env TASK_BACKEND=celery $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
