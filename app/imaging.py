@@ -21,6 +21,7 @@ DEFAULT_THUMBNAIL_SIZE = 300
 ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 JPEG_QUALITY = 85
 HASH_CHUNK_BYTES = 1024 * 1024
+REDUCING_GAP = 3  # cut down cheaply to 3x the largest thumbnail, then resample with LANCZOS
 
 
 class ImageRejected(ValueError):
@@ -79,22 +80,51 @@ def _decode_reduced(source: BinaryIO) -> None:
 
 
 def make_thumbnails(original: Path, destination_for: dict[int, Path], max_pixels: int) -> dict[int, tuple[int, int]]:
-    """Write a JPEG per size (max side in px, never upscaled) to ``destination_for[size]``; return their sizes."""
+    """Write a JPEG per size (max side in px, never upscaled) to ``destination_for[size]``; return their sizes.
+
+    Memory: a JPEG is decoded at a reduced scale (libjpeg's draft mode); any other image is
+    decoded once and shrunk in place to the largest size before anything is copied or
+    converted, so the peak is about one decoded original (at most ``max_pixels`` pixels).
+    """
     Image.MAX_IMAGE_PIXELS = max_pixels  # the same limit the upload was checked against
     written: dict[int, tuple[int, int]] = {}
+    largest = max(destination_for)
     with Image.open(original) as image:
-        largest = max(destination_for)
+        _refuse_bomb(ImageInfo(image.format or "", image.width, image.height), max_pixels)
         if image.format == "JPEG":
             image.draft("RGB", (largest, largest))  # let libjpeg scale down while decoding
-        current = _flatten_to_rgb(ImageOps.exif_transpose(image))
-        for size in sorted(destination_for, reverse=True):
+        reduced = _reduced(image, largest)
+        reduced.thumbnail((largest, largest), Image.Resampling.LANCZOS)
+        reduced.info.setdefault("exif", image.info.get("exif", b""))
+        current = _flatten_to_rgb(ImageOps.exif_transpose(reduced))
+    for size in sorted(destination_for, reverse=True):
+        if max(current.size) > size:
             current = current.copy()
             current.thumbnail((size, size), Image.Resampling.LANCZOS)
-            buffer = io.BytesIO()
-            current.save(buffer, "JPEG", quality=JPEG_QUALITY, optimize=True)
-            save_bytes(buffer.getvalue(), destination_for[size])
-            written[size] = current.size
+        buffer = io.BytesIO()
+        current.save(buffer, "JPEG", quality=JPEG_QUALITY, optimize=True)
+        save_bytes(buffer.getvalue(), destination_for[size])
+        written[size] = current.size
     return written
+
+
+def _reduced(image: Image.Image, largest: int) -> Image.Image:
+    """The decoded image cut down by a whole factor to about ``REDUCING_GAP`` x ``largest`` px, cheaply.
+
+    ``reduce`` averages blocks without a full-size copy, but for images with alpha Pillow first
+    premultiplies into one (as ``resize`` does): those, and palette and 1-bit images (which Pillow
+    only resizes with NEAREST), are sampled down instead, 3x oversampled for the final LANCZOS pass,
+    before they are widened to a mode that pass can filter.
+    """
+    factor = max(image.width, image.height) // (largest * REDUCING_GAP)
+    widened = {"1": "L", "P": "RGBA" if "transparency" in image.info else "RGB"}.get(image.mode)
+    if factor >= 2:
+        if widened is not None or image.mode in ("RGBA", "LA", "PA"):
+            size = (max(1, image.width // factor), max(1, image.height // factor))
+            image = image.resize(size, Image.Resampling.NEAREST)
+        else:
+            image = image.reduce(factor)
+    return image.convert(widened) if widened is not None else image
 
 
 def _flatten_to_rgb(image: Image.Image) -> Image.Image:

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from taskservice.startup import check_task_settings_or_exit, settings_or_exit
+
 
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())
@@ -45,10 +47,19 @@ class AppSettings(BaseSettings):
         description="APP_MAX_UPLOAD_BYTES: largest accepted upload (image or CSV), enforced while it streams in",
     )
     max_image_pixels: int = Field(
-        50_000_000,
+        25_000_000,
         gt=0,
         validation_alias=_env("APP_MAX_IMAGE_PIXELS"),
-        description="APP_MAX_IMAGE_PIXELS: width x height above which an image is refused as a decompression bomb",
+        description="APP_MAX_IMAGE_PIXELS: width x height above which an image is refused as a decompression bomb "
+        "(25 MP: a 6000x4000 photo; a PNG decodes to about 4 bytes per pixel)",
+    )
+    heavy_task_concurrency: int = Field(
+        2,
+        gt=0,
+        le=64,
+        validation_alias=_env("APP_HEAVY_TASK_CONCURRENCY"),
+        description="APP_HEAVY_TASK_CONCURRENCY: thumbnail and pipeline tasks running at once per process "
+        "(each may need up to about 4 bytes per pixel of APP_MAX_IMAGE_PIXELS); the others wait their turn",
     )
     upkeep_interval_s: float = Field(
         300.0,
@@ -88,3 +99,11 @@ class AppSettings(BaseSettings):
 def get_settings() -> AppSettings:
     """The process-wide settings (tests call ``get_settings.cache_clear()`` after changing the environment)."""
     return AppSettings()
+
+
+def settings_at_start() -> AppSettings:
+    """The settings a process starts with (API, worker, beat); an invalid one, the app's or
+    taskservice's, stops it with one line naming the variable, its value and what is valid."""
+    check_task_settings_or_exit()
+    settings_or_exit(AppSettings)
+    return get_settings()

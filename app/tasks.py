@@ -6,7 +6,11 @@ shared database and data directory, and is safe to run twice (delivery is at lea
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +21,7 @@ from app.db import get_database
 from app.imaging import THUMBNAIL_SIZES, make_thumbnails, sha256_of
 from app.models import Image, Notification, UpkeepRun
 from app.project_runs import ProjectRun
-from app.settings import get_settings
+from app.settings import get_settings, settings_at_start
 from app.storage import data_dir
 from taskservice import TaskConflict, get_task_service, periodic, set_progress, task
 
@@ -30,6 +34,26 @@ NEW_IMAGE_GRACE = timedelta(seconds=60)
 PROGRESS_STEP_PERCENT = 2.0
 
 
+@functools.cache
+def _heavy_slots() -> threading.BoundedSemaphore:
+    return threading.BoundedSemaphore(get_settings().heavy_task_concurrency)
+
+
+@contextlib.contextmanager
+def heavy_slot() -> Iterator[None]:
+    """Hold one of the APP_HEAVY_TASK_CONCURRENCY slots of this process while decoding or parsing a
+    big upload, so a burst of uploads cannot add up their peak memory (the in-process API runs
+    TASK_THREAD_CONCURRENCY tasks at once; a Celery worker child runs one anyway)."""
+    slots = _heavy_slots()
+    if not slots.acquire(blocking=False):
+        set_progress(0, "waiting for a free slot (APP_HEAVY_TASK_CONCURRENCY)")
+        slots.acquire()
+    try:
+        yield
+    finally:
+        slots.release()
+
+
 @task(name="images.make_thumbnails", max_retries=2, retry_backoff=1.0, timeout=120)
 def make_image_thumbnails(image_id: str) -> dict[str, Any]:
     """Write the 150/300/600 px JPEGs of an uploaded image, record the original's SHA-256, mark it ready."""
@@ -40,7 +64,8 @@ def make_image_thumbnails(image_id: str) -> dict[str, Any]:
             return {"image_id": image_id, "skipped": "no such image"}
     original = files.original(image_id)
     destinations = {size: files.thumbnail(image_id, size) for size in THUMBNAIL_SIZES}
-    sizes = make_thumbnails(original, destinations, get_settings().max_image_pixels)
+    with heavy_slot():
+        sizes = make_thumbnails(original, destinations, get_settings().max_image_pixels)
     digest = sha256_of(original)
     with db.session() as session:
         session.execute(update(Image).where(Image.id == image_id).values(sha256=digest, thumbnail_ready=True))
@@ -64,7 +89,8 @@ def process_project(project_id: str, run_token: int) -> dict[str, Any]:
             run.progress(percent)
 
     try:
-        summary = pipeline.run(files.project_input(project_id), files.project_report(project_id), report)
+        with heavy_slot():
+            summary = pipeline.run(files.project_input(project_id), files.project_report(project_id), report)
     except pipeline.PipelineError as exc:
         run.fail(str(exc))
         raise
@@ -104,7 +130,8 @@ def deliver_notification(notification_id: str) -> dict[str, Any]:
     return {"notification_id": notification_id, "status": "sent", "attempts": attempt}
 
 
-@periodic(every=get_settings().upkeep_interval_s)
+# Read when this module is imported: by the API, each worker and beat (beat's value is the one that counts).
+@periodic(every=settings_at_start().upkeep_interval_s)
 @task(name="upkeep.thumbnail_integrity")
 def check_thumbnail_integrity() -> dict[str, int]:
     """Find images whose thumbnails are missing, re-enqueue them (a few times at most), record the run."""

@@ -15,6 +15,9 @@ R = TypeVar("R")
 
 _registry: dict[str, Task[..., Any]] = {}
 _registry_lock = threading.Lock()
+# Asked about a callable that is not a task before it is refused: the testing kit's stand-ins
+# for a task a test patched by name (active only under its finish_request_tasks switch).
+non_task_resolvers: list[Callable[[Any], Task[..., Any] | None]] = []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +132,17 @@ def resolve_task(func: Any) -> Task[..., Any]:
         if found is None:
             raise TypeError(f"no task is registered under the name {func!r}: is its module in TASK_MODULES?")
         return found
+    for resolve in non_task_resolvers:
+        found = resolve(func)
+        if found is not None:
+            return found
+    if _is_mock(func):
+        raise TypeError(
+            f"enqueue got a unittest.mock object ({type(func).__name__}), not a task, so nothing can run it: "
+            "to replace a task in a test, replace its body, not its name: "
+            "`with taskservice.testing.replace_task(your_task) as stand_in: ...` (FakeTaskService and the "
+            "in-process backend; a mock can never reach a Celery worker)"
+        )
     if callable(func):
         label = getattr(func, "__qualname__", repr(func))
         raise TypeError(
@@ -136,6 +150,11 @@ def resolve_task(func: Any) -> Task[..., Any]:
             "so it is registered and workers can run it"
         )
     raise TypeError(f"expected a @task function or a task name, got {type(func).__name__}")
+
+
+def _is_mock(value: Any) -> bool:
+    """A ``unittest.mock`` object, or a function ``create_autospec`` made (it carries its mock)."""
+    return "unittest.mock" in (type(value).__module__, type(getattr(value, "mock", None)).__module__)
 
 
 def registered_tasks() -> dict[str, Task[..., Any]]:

@@ -30,6 +30,7 @@ from taskservice.models import (
     decode_cursor,
 )
 from taskservice.registry import Task, TaskOptions, registered_tasks, resolve_task
+from taskservice.request_scope import chained_after, note_submitted
 from taskservice.settings import TaskSettings
 
 _NO_HEADERS: Mapping[str, str] = {}
@@ -145,17 +146,21 @@ class TaskService(abc.ABC):
         """Validate a call (task, arguments, size) into a ``TaskCall``; the one way work enters a backend."""
         handle = resolve_task(func)
         arguments = encode_arguments(handle.name, handle.func, args, kwargs, self.settings.max_payload_bytes)
+        options = handle.default_options
+        # Under the testing switch a request's tasks run in enqueue order: chain each to the one before.
+        after = chained_after(self) if run_at is None and options.after is None else None
         return TaskCall(
             id=new_task_id(),
             task=handle,
             arguments=arguments,
-            options=handle.default_options,
+            options=options if after is None else dataclasses.replace(options, after=after),
             enqueued_at=utcnow(),
             run_at=run_at,
             headers=enqueue_headers(),
         )
 
     def _accepted(self, call: TaskCall) -> None:
+        note_submitted(self, call.id, scheduled=call.run_at is not None)
         notify_enqueued(TaskEnqueued(call.id, call.task.name, call.options.queue, call.run_at))
 
     @abc.abstractmethod

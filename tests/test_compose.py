@@ -149,7 +149,7 @@ def test_the_image_the_services_build(compose: dict[str, Any]) -> None:
     assert dockerfile.startswith("#") and re.search(r"^FROM python:3\.1[1-9]", dockerfile, re.MULTILINE)
     for package in ("taskservice", "backends", "app"):
         assert re.search(rf"^COPY {package} ", dockerfile, re.MULTILINE), package
-    assert 'pip install ".[celery,app]"' in dockerfile
+    assert 'pip install ".[celery,flower,app]"' in dockerfile  # Flower has its own extra
     assert re.search(r"^USER (?!root)", dockerfile, re.MULTILINE)
     for name in TASKSERVICE_SERVICES:
         executable = compose["services"][name]["command"][0]

@@ -11,19 +11,29 @@ from sqlalchemy import delete, update
 
 from app.api.errors import UNAVAILABLE, is_app_id, not_found, refusals
 from app.db import get_database
+from app.lost_tasks import lost_task
 from app.models import Notification, new_id
 from app.settings import get_settings
 from app.tasks import deliver_notification
-from taskservice import TaskService, TaskServiceDep, TaskServiceError, TaskStatus
+from taskservice import TaskService, TaskServiceDep
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
 
 MAX_SEND_AT_DISTANCE = timedelta(days=30)
+NEVER_ENQUEUED_GRACE = timedelta(minutes=5)
 NotificationStatus = Literal["queued", "scheduled", "sent", "failed", "cancelled"]
 _ACTIVE = ("queued", "scheduled")
 # Printable, no spaces, one @, a dot in the domain: enough to catch typos, not an RFC 5322 parser.
 _ADDRESS = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$"
 _EXAMPLE_ID = "0a1b2c3d4e5f40718293a4b5c6d7e8f9"
+
+
+def example_send_at(now: datetime | None = None) -> str:
+    """A send_at that is valid when shown: tomorrow 09:00 UTC (a fixed date would leave the 30-day window)."""
+    tomorrow = (now or datetime.now(UTC)) + timedelta(days=1)
+    return tomorrow.strftime("%Y-%m-%dT09:00:00Z")
+
+
 _NOT_FOUND = ("No notification with this id", f"no notification with id '{_EXAMPLE_ID}'")
 
 
@@ -33,7 +43,7 @@ class NotificationIn(BaseModel):
         json_schema_extra={
             "examples": [
                 {"to": "ada@example.com", "subject": "Report ready", "body": "Your report is ready."},
-                {"to": "ada@example.com", "subject": "Reminder", "body": "...", "send_at": "2030-01-01T09:00:00Z"},
+                {"to": "ada@example.com", "subject": "Reminder", "body": "...", "send_at": example_send_at()},
             ]
         },
     )
@@ -42,7 +52,7 @@ class NotificationIn(BaseModel):
     subject: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
     body: Annotated[str, Field(max_length=100_000, pattern=r"^[^\x00]*$")]
     send_at: datetime | None = Field(
-        None, description="when to send, with a time zone (e.g. 2030-01-01T09:00:00Z); at most 30 days away"
+        None, description=f"when to send, with a time zone (e.g. {example_send_at()}); at most 30 days away"
     )
 
 
@@ -129,7 +139,7 @@ def _checked_send_at(send_at: datetime | None, now: datetime) -> datetime | None
     if send_at.tzinfo is None or send_at.utcoffset() is None:
         raise HTTPException(
             status_code=400,
-            detail="send_at must include a time zone, e.g. 2030-01-01T09:00:00Z or 2030-01-01T10:00:00+01:00",
+            detail=f"send_at must include a time zone, e.g. {example_send_at(now)} (Z, or an offset such as +01:00)",
         )
     # Compare before converting: far-off values (year 1, year 9999) overflow astimezone().
     if abs(send_at - now) > MAX_SEND_AT_DISTANCE:
@@ -147,26 +157,33 @@ def _checked_send_at(send_at: datetime | None, now: datetime) -> datetime | None
 )
 def read_notification(notification_id: str, service: TaskServiceDep) -> NotificationOut:
     row = _notification_or_404(notification_id)
-    if row.status in _ACTIVE and row.task_id and _record_lost_delivery(service, row):
+    if row.status in _ACTIVE and _record_lost_delivery(service, row):
         row = _notification_or_404(notification_id)
     return NotificationOut.of(row)
 
 
 def _record_lost_delivery(service: TaskService, row: Notification) -> bool:
-    """A delivery task that ended without updating the row (cancelled, killed) is recorded here."""
-    assert row.task_id is not None
-    try:
-        task = service.get_status(row.task_id)
-    except TaskServiceError:  # unknown, expired, or the backend is down: report what the database says
+    """A delivery task that ended without updating the row (failed, cancelled, interrupted, vanished)
+    is recorded here; so is a row whose task was never enqueued (the API stopped in between)."""
+    if row.task_id is None:
+        if datetime.now(UTC) - row.created_at < NEVER_ENQUEUED_GRACE:
+            return False  # the API is enqueueing it right now
+        return _settle(row, "failed", "the delivery was never enqueued (the API stopped before it could)")
+    lost = lost_task(service, row.task_id)
+    if lost is None:
         return False
-    if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-        return False
-    status = "cancelled" if task.status is TaskStatus.CANCELLED else "failed"
+    if lost.ending == "cancelled":
+        return _settle(row, "cancelled", row.last_error)
+    reason = f"the delivery task is gone: {lost.reason}" if lost.ending == "vanished" else lost.reason
+    return _settle(row, "failed", row.last_error or reason)
+
+
+def _settle(row: Notification, status: str, last_error: str | None) -> bool:
     with get_database().session() as session:
         changed = session.execute(
             update(Notification)
             .where(Notification.id == row.id, Notification.status.in_(_ACTIVE))
-            .values(status=status, last_error=row.last_error or task.error)
+            .values(status=status, last_error=last_error)
             .execution_options(synchronize_session=False)
         )
     return bool(getattr(changed, "rowcount", 0))

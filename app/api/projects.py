@@ -10,12 +10,13 @@ from pydantic import BaseModel, ConfigDict
 from app import pipeline
 from app.api.errors import UNAVAILABLE, is_app_id, not_found, refusals
 from app.db import get_database
+from app.lost_tasks import lost_task
 from app.models import Project, new_id
 from app.project_runs import ProjectRun, new_run_token, record_requested
 from app.storage import data_dir, remove_tree, save_stream
 from app.tasks import process_project
 from app.uploads import UploadRoute, checked_size, clean_filename, media_type
-from taskservice import TaskConflict, TaskService, TaskServiceDep, TaskServiceError, TaskStatus
+from taskservice import TaskConflict, TaskService, TaskServiceDep
 
 router = APIRouter(prefix="/projects", tags=["projects"], route_class=UploadRoute)
 
@@ -147,16 +148,15 @@ def read_project(project_id: str, service: TaskServiceDep) -> ProjectOut:
 
 
 def _record_lost_run(service: TaskService, project: Project) -> bool:
-    """A run whose task ended without reporting (cancelled, killed, timed out) becomes ``error``."""
+    """A run whose task ended without reporting (failed, cancelled, interrupted, vanished) becomes ``error``."""
     assert project.task_id is not None and project.run_token is not None
-    try:
-        task = service.get_status(project.task_id)
-    except TaskServiceError:  # unknown, expired, or the backend is down: report what the database says
+    lost = lost_task(service, project.task_id)
+    if lost is None:
         return False
-    if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-        return False
-    reason = task.error or "no error was recorded"
-    message = f"the pipeline task ended {task.status.value}: {reason} (details: GET /tasks/{task.id})"
+    if lost.ending == "vanished":
+        message = f"the pipeline task is gone: {lost.reason}; process the project again"
+    else:
+        message = f"the pipeline task ended {lost.ending}: {lost.reason} (details: GET /tasks/{project.task_id})"
     return ProjectRun(get_database(), project.id, project.run_token).fail(message)
 
 

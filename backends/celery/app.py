@@ -22,8 +22,9 @@ from backends.celery.worker_task import register_tasks
 from taskservice.factory import set_task_service
 from taskservice.periodic import periodic_tasks
 from taskservice.registry import registered_tasks
+from taskservice.startup import settings_or_exit
 
-settings = CelerySettings()
+settings = settings_or_exit(CelerySettings)  # an invalid setting: one line and exit 1, not a traceback
 guard_flower(sys.argv, os.environ, settings)
 if celery_subcommand(sys.argv) in ("worker", "beat") and not settings.module_names:
     raise SystemExit(

@@ -1,8 +1,10 @@
 """Fixtures of the reference app's tests.
 
 Unit tests (``client``) run the app in-process with ``FakeTaskService``: no broker, no
-worker. End-to-end tests (``live``) run a real uvicorn process per backend configuration;
-see ``live.py``.
+worker. Request tests (``real_client``) run the app in-process on the session's real backend
+(``--task-backend=fastapi`` or ``celery``, a real worker then) with ``finish_request_tasks``, the
+way a suite written for ``BackgroundTasks`` does. End-to-end tests (``live``) run a real uvicorn
+process per backend configuration; see ``live.py``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,42 @@ from fastapi.testclient import TestClient
 from app.db import reset_database
 from app.main import app as reference_app
 from app.settings import AppSettings, get_settings
-from taskservice.testing import FakeTaskService
+from taskservice.testing import FakeTaskService, FinishPolicy
 from tests.app.live import ADMIN_TOKEN, UPLOAD_LIMIT_BYTES, LiveApp, live_app
+
+
+@pytest.fixture(scope="session")
+def task_worker_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The app's settings for the whole session: the ``--task-backend=celery`` worker reads the same
+    database and data directory as the tests (a worker cannot follow per-test settings)."""
+    data = tmp_path_factory.mktemp("shared-app") / "data"
+    return {
+        "APP_DATA_DIR": str(data),
+        "DATABASE_URL": f"sqlite:///{data / 'app.sqlite3'}",
+        "APP_ADMIN_TOKEN": ADMIN_TOKEN,
+        "APP_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT_BYTES),
+        "APP_NOTIFY_RETRY_BACKOFF_S": "0.05",
+        "TASK_STORE_URL": "memory://",
+    }
+
+
+@pytest.fixture
+def shared_app_settings(task_worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[AppSettings]:
+    """The session's app settings (those of ``task_worker_env``) in this process too."""
+    for name, value in task_worker_env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    reset_database()
+    yield get_settings()
+    get_settings.cache_clear()
+    reset_database()
+
+
+@pytest.fixture
+def real_client(shared_app_settings: AppSettings, finish_request_tasks: FinishPolicy) -> Iterator[TestClient]:
+    """The app on the session's real backend; each request returns once its tasks have finished."""
+    with TestClient(reference_app) as test_client:
+        yield test_client
 
 
 @pytest.fixture

@@ -276,3 +276,16 @@ def test_integrity_check_gives_up_on_an_image_that_never_converts(
     assert counts["given_up"] == 1 and counts["requeued"] == 0
     with get_database().session() as session:
         assert session.get_one(Image, image_id).repairs == 3
+
+
+def test_the_send_at_examples_the_app_shows_are_accepted(client: TestClient) -> None:
+    """The 400's example and the OpenAPI example lie within the 30-day window (a fixed date would not)."""
+    note = {"to": "ada@example.com", "subject": "x", "body": "x"}
+    refused = client.post("/notifications", json={**note, "send_at": "2030-01-01T09:00:00"})
+    assert refused.status_code == 400
+    from_error = refused.json()["detail"].split("e.g. ", 1)[1].split()[0]
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["NotificationIn"]
+    from_openapi = next(example["send_at"] for example in schema["examples"] if "send_at" in example)
+    for send_at in (from_error, from_openapi):
+        accepted = client.post("/notifications", json={**note, "send_at": send_at})
+        assert (accepted.status_code, accepted.json()["status"]) == (202, "scheduled"), send_at

@@ -1,20 +1,33 @@
 """TaskServiceMiddleware: work deferred during a request starts only after its response is sent,
-and is released in every other ending too (an error, a client that went away, a cancelled request)."""
+and is released in every other ending too (an error, a client that went away, a cancelled request).
+Under ``finish_request_tasks`` a request runs its tasks to completion, in order, before it returns."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from taskservice import TaskServiceMiddleware
+from taskservice import (
+    TaskService,
+    TaskServiceDep,
+    TaskServiceMiddleware,
+    TaskSettings,
+    TaskStatus,
+    create_task_service,
+    task,
+)
 from taskservice.request_scope import defer_until_response_sent, in_request_scope
+from taskservice.testing import FakeTaskService, RequestTaskFailed, finish_request_tasks, installed_task_service
 
 Message = dict[str, Any]
 Send = Callable[[Message], Awaitable[None]]
@@ -219,3 +232,139 @@ def test_in_a_fastapi_app_sync_and_async_endpoints_are_in_the_request_scope() ->
         assert client.post("/sync").json() == {"deferred": True}
         assert client.post("/async").json() == {"deferred": True}
     assert log == ["sync handled", "sync task started", "async handled", "async task started"]
+
+
+# --- finish_request_tasks: BackgroundTasks' test semantics on the real in-process backend ---------------
+
+ORDER: list[str] = []
+
+
+@task(name="scope.record")
+def record(text: str, delay_s: float = 0.0) -> str:
+    time.sleep(delay_s)
+    ORDER.append(text)
+    return text
+
+
+@task(name="scope.record_async")
+async def record_async(text: str) -> str:
+    ORDER.append(text)
+    return text
+
+
+@task(name="scope.explode")
+def explode(reason: str) -> None:
+    raise ValueError(f"exploded: {reason}")
+
+
+def scope_app() -> FastAPI:
+    app = FastAPI()
+    app.add_middleware(TaskServiceMiddleware)
+
+    @app.post("/three")
+    def three(service: TaskServiceDep) -> dict[str, list[str]]:
+        # The first is the slowest: run concurrently, it would finish last.
+        return {
+            "ids": [
+                service.enqueue(record, "first", 0.3),
+                service.enqueue(record, "second", 0.1),
+                service.enqueue(record, "third"),
+            ]
+        }
+
+    @app.post("/mixed")
+    async def mixed(service: TaskServiceDep) -> dict[str, str]:
+        first = await service.aenqueue(record_async, "async first")
+        later = service.schedule(record, timedelta(hours=1), "scheduled")
+        service.enqueue(record, "sync second")
+        return {"first": first, "later": later}
+
+    @app.post("/explode")
+    def explode_endpoint(service: TaskServiceDep) -> dict[str, str]:
+        return {"id": service.enqueue(explode, "on purpose")}
+
+    return app
+
+
+@pytest.fixture
+def inprocess() -> Iterator[TaskService]:
+    service = create_task_service(TaskSettings(backend="fastapi", store_url="memory://"))
+    ORDER.clear()
+    with installed_task_service(service):
+        yield service
+    service.close()
+
+
+def test_a_request_finishes_its_tasks_in_enqueue_order_before_testclient_returns(inprocess: TaskService) -> None:
+    with finish_request_tasks(), TestClient(scope_app()) as client:
+        ids = client.post("/three").json()["ids"]
+        assert ORDER == ["first", "second", "third"]
+    results = [inprocess.get_status(task_id) for task_id in ids]
+    assert [(r.status, r.result) for r in results] == [(TaskStatus.SUCCEEDED, t) for t in ("first", "second", "third")]
+    assert results[0].finished_at is not None and results[1].started_at is not None
+    assert results[0].finished_at <= results[1].started_at, "the second started before the first had finished"
+
+
+def test_the_same_with_httpx_asgi_transport_async_tasks_and_scheduled_ones_left_alone(inprocess: TaskService) -> None:
+    async def main() -> dict[str, str]:
+        transport = httpx.ASGITransport(app=scope_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.post("/mixed")
+            assert ORDER == ["async first", "sync second"]
+            return dict(response.json())
+
+    with finish_request_tasks():
+        ids = asyncio.run(main())
+    assert inprocess.get_status(ids["later"]).status is TaskStatus.SCHEDULED, "not due: not waited for"
+
+
+def test_each_task_is_chained_to_the_one_before_it_so_order_holds_on_every_backend(inprocess: TaskService) -> None:
+    with finish_request_tasks(), TestClient(scope_app()) as client:
+        first, second, third = client.post("/three").json()["ids"]
+    calls = {task_id: inprocess._retry_source(task_id) for task_id in (first, second, third)}
+    assert [source[1].options.after if source else "?" for source in calls.values()] == [None, first, second]
+
+
+def test_without_the_switch_nothing_waits_and_nothing_is_chained(inprocess: TaskService) -> None:
+    with TestClient(scope_app()) as client:
+        _, second, _ = client.post("/three").json()["ids"]
+        assert "first" not in ORDER, "a 0.3 s task cannot have finished before the response"
+        inprocess.drain(10)
+    source = inprocess._retry_source(second)
+    assert source is not None and source[1].options.after is None
+
+
+def test_a_failed_task_fails_the_request_with_its_traceback(inprocess: TaskService) -> None:
+    with (
+        finish_request_tasks() as policy,
+        TestClient(scope_app()) as client,
+        pytest.raises(RequestTaskFailed) as raised,
+    ):
+        client.post("/explode")
+    message = str(raised.value)
+    assert "task scope.explode" in message and "enqueued by POST /explode" in message
+    assert "ValueError: exploded: on purpose" in message
+    assert 'raise ValueError(f"exploded: {reason}")' in message, "the task's own traceback"
+    assert policy.failures == [message]
+
+
+def test_errors_can_be_turned_off(inprocess: TaskService) -> None:
+    with finish_request_tasks(raise_errors=False) as policy, TestClient(scope_app()) as client:
+        task_id = client.post("/explode").json()["id"]
+        assert inprocess.get_status(task_id).status is TaskStatus.FAILED
+    assert len(policy.failures) == 1 and "exploded: on purpose" in policy.failures[0]
+
+
+def test_a_task_that_does_not_finish_in_time_fails_the_request(inprocess: TaskService) -> None:
+    with finish_request_tasks(timeout_s=0.05), TestClient(scope_app()) as client:
+        with pytest.raises(RequestTaskFailed, match=r"did not finish within 0.05 s"):
+            client.post("/three")
+        inprocess.drain(10)
+
+
+def test_the_fake_is_not_waited_for(fake_task_service: FakeTaskService) -> None:
+    ORDER.clear()
+    with finish_request_tasks(), TestClient(scope_app()) as client:
+        client.post("/three")
+    assert [call.name for call in fake_task_service.calls] == ["scope.record"] * 3
+    assert ORDER == [] and all(call.options.after is None for call in fake_task_service.calls)
