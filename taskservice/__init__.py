@@ -25,21 +25,10 @@ from taskservice.models import TaskResult, TaskStats, TaskStatus
 from taskservice.periodic import periodic
 from taskservice.registry import Task, task
 from taskservice.request_scope import TaskServiceMiddleware
+from taskservice.router import create_tasks_router
 from taskservice.service import TaskService
 from taskservice.settings import TaskSettings
 from taskservice.task_context import RunningTask, current_task, set_progress
-
-try:
-    from taskservice.router import create_tasks_router
-except ModuleNotFoundError as _missing:  # FastAPI < 0.135 has no fastapi.sse: only the router needs it
-    if _missing.name != "fastapi.sse":
-        raise
-    _router_error = str(_missing)
-
-    def create_tasks_router(*args: object, **kwargs: object) -> object:  # type: ignore[misc]
-        """Unavailable with this FastAPI; the rest of taskservice works with FastAPI >= 0.100."""
-        raise ImportError(f"create_tasks_router needs a newer FastAPI ({_router_error}): pip install 'fastapi>=0.135'")
-
 
 __all__ = [
     "BackendUnavailable",

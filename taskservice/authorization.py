@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 _current_app: contextvars.ContextVar[Any] = contextvars.ContextVar("taskservice_checked_app", default=None)
 
@@ -83,6 +84,8 @@ class DependencyCheck:
         token = _current_app.set(request.scope.get("app"))
         try:
             await self._route.handle(scope, receive, send)
+        except StarletteHTTPException as exc:  # Starlette < 0.28 leaves the route's HTTPException to the app
+            return exc.status_code
         finally:
             _current_app.reset(token)
         return status[0] if status else 500
