@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -62,7 +63,9 @@ class SQLiteTaskStore:
             raise BackendUnavailable(
                 f"the sqlite:// store needs SQLite >= 3.35, this Python has {sqlite3.sqlite_version}"
             )
-        self.path = path
+        # Resolved once: a later chdir of the process must not move the store (a relative PATH is
+        # relative to the working directory the service was created in).
+        self.path = os.path.abspath(path)
         self.stale_after_s = stale_after_s  # a run whose heartbeat is this old counts as dead
         self.busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
@@ -313,9 +316,10 @@ class SQLiteTaskStore:
             except sqlite3.IntegrityError:
                 raise
             except (sqlite3.Error, OSError) as exc:
+                # The message reaches callers (a 503's detail): it names the setting, not the server's path.
                 raise BackendUnavailable(
-                    f"the task store sqlite:///{self.path} cannot be used: {exc} "
-                    "(check TASK_STORE_URL, that the file and its directory are writable, and free disk space)"
+                    f"the SQLite task store cannot be used: {exc} (check TASK_STORE_URL, that the file and "
+                    "its directory are writable, and free disk space)"
                 ) from exc
 
     @contextlib.contextmanager
