@@ -252,12 +252,17 @@ class FastAPITaskService(TaskService):
 
     def _submit(self, call: TaskCall) -> None:
         run = self._active_run()
-        self.store.insert(call)
-        if not run.accepting:  # stopped between the check and the insert
-            self.store.abandon(call.id, utcnow())
-            return
-        if not defer_until_response_sent(lambda: run.start_call(call)):
-            run.start_call(call)
+        self.store.insert(call)  # ServiceStopped if a stop ended the run meanwhile
+        if not defer_until_response_sent(lambda: self._hand_over(run, call)):
+            self._hand_over(run, call)
+
+    def _hand_over(self, run: _Run, call: TaskCall) -> None:
+        """Start a recorded call on ``run``, or on the run that replaced it (a stop and a start came between)."""
+        if not run.accepting:
+            current = self._run
+            if current is not None and current.usable:
+                run = current
+        run.start_call(call)  # a run that stopped records what becomes of the call
 
     def _read(self, task_id: str) -> TaskResult | None:
         self._recover_on_first_use()

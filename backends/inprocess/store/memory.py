@@ -13,6 +13,7 @@ from datetime import datetime
 from backends.inprocess.process_identity import RunOwner
 from backends.inprocess.store.base import CLAIMABLE, DROPPED_BY_STOP, INTERRUPTED_BY_STOP, PRUNE_CHUNK, Ended
 from taskservice.attempts import Outcome
+from taskservice.errors import ServiceStopped
 from taskservice.memory_records import MemoryRecord, MemoryRecords
 from taskservice.models import TaskResult, TaskStatus
 from taskservice.service import TaskCall, TaskQuery
@@ -31,8 +32,11 @@ class MemoryTaskStore:
         self.max_finished_records = max_finished_records
         self._lock = threading.Lock()
         self._records = MemoryRecords()
+        self._running = False  # between begin_run and end_run: new records are taken
 
     def begin_run(self, owner: RunOwner) -> list[TaskCall]:
+        with self._lock:
+            self._running = True
         return []  # nothing outlives the process, and the last stop ended every task
 
     def heartbeat(self) -> list[TaskCall]:
@@ -44,6 +48,7 @@ class MemoryTaskStore:
     def end_run(self, now: datetime) -> list[Ended]:
         ended: list[Ended] = []
         with self._lock:
+            self._running = False
             for record in list(self._records.records.values()):
                 if record.status is TaskStatus.RUNNING or record.status is TaskStatus.RETRYING:
                     error = INTERRUPTED_BY_STOP
@@ -57,6 +62,8 @@ class MemoryTaskStore:
 
     def insert(self, call: TaskCall) -> None:
         with self._lock:
+            if not self._running:  # a stop that this call raced has ended the run
+                raise ServiceStopped("the task service is stopped: start it again to enqueue")
             self._records.insert(call)
 
     def get(self, task_id: str) -> TaskResult | None:

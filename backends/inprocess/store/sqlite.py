@@ -43,7 +43,7 @@ from backends.inprocess.store.sqlite_schema import (
     to_us,
 )
 from taskservice.attempts import Outcome
-from taskservice.errors import BackendUnavailable, TaskConflict
+from taskservice.errors import BackendUnavailable, ServiceStopped, TaskConflict
 from taskservice.models import TaskResult, TaskStatus
 from taskservice.service import TaskCall, TaskQuery
 
@@ -303,8 +303,8 @@ class SQLiteTaskStore:
     # -- plumbing -----------------------------------------------------------------------
 
     def _require_owner(self) -> RunOwner:
-        if self._owner is None:
-            raise RuntimeError("the store has no run: begin_run() first")
+        if self._owner is None:  # never begun, or ended by a stop that this call raced
+            raise ServiceStopped("the task service is stopped: start it again to enqueue")
         return self._owner
 
     @contextlib.contextmanager
