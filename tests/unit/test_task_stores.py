@@ -250,6 +250,7 @@ def test_periodic_slot_records_a_normal_task(store: TaskStore) -> None:
 
 def test_memory_store_stays_bounded_whatever_the_ttl() -> None:
     store = MemoryTaskStore(max_finished_records=10)
+    store.begin_run(RunOwner.for_this_process())
     calls = [make_call() for _ in range(25)]
     for call in calls:
         store.insert(call)
