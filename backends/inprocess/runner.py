@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from backends.inprocess.outcomes import AttemptTimedOut, thread_stack, utcnow, within
@@ -43,6 +44,8 @@ STORE_RETRY_DELAY_S = 1.0  # after the store failed to claim or record, try agai
 # instead of per call (a claim in SQLite is a commit). A lone call is taken at once.
 INBOX_BATCH_WINDOW_S = 0.005
 INBOX_STREAM_SIZE = 8  # a drain that found this many calls means a stream is coming
+# The last resort when the attempt core itself raised while deciding how an attempt ended.
+UNDECIDED = "TaskError: how this attempt ended could not be determined (see the log)"
 
 
 @dataclasses.dataclass(eq=False, slots=True)
@@ -182,16 +185,16 @@ class InProcessRunner:
                     value = await call.task.func(*args, **kwargs)
                 else:
                     value = await within(call.task.func(*args, **kwargs), timeout)
-            outcome = attempts.succeeded(info, value)
+            outcome = decided(info, lambda: attempts.succeeded(info, value))
         except AttemptTimedOut as exc:
-            outcome = attempts.timed_out(info, exception=exc)
+            outcome = decided(info, lambda: attempts.timed_out(info, exception=exc))
         except asyncio.CancelledError as exc:
             if self._cutting_off:
-                outcome = attempts.interrupted(info, INTERRUPTED_BY_STOP)
+                outcome = decided(info, lambda: attempts.interrupted(info, INTERRUPTED_BY_STOP))
             else:  # cancelled from inside the task: a failure like any other
-                outcome = attempts.failed(info, exc)
+                outcome = decided(info, lambda: attempts.failed(info, exc))
         except BaseException as exc:  # every exception of a task is recorded on it
-            outcome = attempts.failed(info, exc)
+            outcome = decided(info, lambda: attempts.failed(info, exc))
         finally:
             del self._async_attempts[call.id]
         self._settle(call, outcome)
@@ -218,22 +221,28 @@ class InProcessRunner:
         """On a pool thread, in the attempt's own context."""
         job.thread_id = threading.get_ident()
         call = job.call
-        current_reporter.set(functools.partial(self._store.report_progress, call.id, job.attempt))
-        failure: BaseException | None = None
-        value: Any = None
-        try:
-            with attempt_scope(job.info, call.headers):
-                args, kwargs = call.arguments.decoded_copy()
-                value = call.task.func(*args, **kwargs)
-        except BaseException as exc:  # every exception of a task is recorded on it
-            failure = exc
+        info = job.info
         outcome: Outcome | None = None
-        with job.lock:  # the timeout, on the loop, may have decided this attempt already
-            if not job.settled:
-                job.settled = True
-                outcome = attempts.succeeded(job.info, value) if failure is None else attempts.failed(job.info, failure)
-        with contextlib.suppress(RuntimeError):  # a closed loop: the stop already recorded this task
-            self._loop.call_soon_threadsafe(self._thread_done, job, outcome)
+        try:
+            current_reporter.set(functools.partial(self._store.report_progress, call.id, job.attempt))
+            failure: BaseException | None = None
+            value: Any = None
+            try:
+                with attempt_scope(info, call.headers):
+                    args, kwargs = call.arguments.decoded_copy()
+                    value = call.task.func(*args, **kwargs)
+            except BaseException as exc:  # every exception of a task is recorded on it
+                failure = exc
+            with job.lock:  # the timeout, on the loop, may have decided this attempt already
+                if not job.settled:
+                    job.settled = True
+                    if failure is None:
+                        outcome = decided(info, lambda: attempts.succeeded(info, value))
+                    else:
+                        outcome = decided(info, lambda: attempts.failed(info, failure))
+        finally:  # whatever happened, the loop learns the thread is free again
+            with contextlib.suppress(RuntimeError):  # a closed loop: the stop already recorded this task
+                self._loop.call_soon_threadsafe(self._thread_done, job, outcome)
 
     def _thread_done(self, job: _ThreadAttempt, outcome: Outcome | None) -> None:
         self._threads_busy -= 1
@@ -327,3 +336,12 @@ class InProcessRunner:
                 self._store.abandon(call.id, now)
             except Exception:
                 log.exception("taskservice: could not record that task %s was dropped", call.id)
+
+
+def decided(info: AttemptInfo, decide: Callable[[], Outcome]) -> Outcome:
+    """``decide()``, the attempt core's verdict; if even that raises, a final failure, so no slot or key leaks."""
+    try:
+        return decide()
+    except BaseException:
+        log.exception("taskservice: could not decide how attempt %d of task %s ended", info.attempt, info.task_id)
+        return Outcome(info.task_id, info.attempt, TaskStatus.FAILED, utcnow(), error=UNDECIDED)
