@@ -5,8 +5,6 @@ On a real SQLite file; every test ends by proving that later tasks still run.
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any

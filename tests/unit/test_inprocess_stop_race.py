@@ -56,7 +56,7 @@ def test_enqueues_racing_the_lifespan_shutdown_are_accepted_or_get_service_stopp
                 accepted.append(service.enqueue(sync_where))
             except ServiceStopped:
                 return
-            except BaseException as exc:  # noqa: BLE001 - exactly what the test looks for
+            except BaseException as exc:
                 unexpected.append(exc)
                 return
 

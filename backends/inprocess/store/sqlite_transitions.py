@@ -1,0 +1,191 @@
+"""The SQLite store's status transitions, each a body that runs inside a transaction its caller opened.
+
+The store runs them one transaction each for the sync API, and its writer thread runs many in one
+transaction for the runner and ``aenqueue``. So a body changes nothing but the database: what it
+decided (tasks to start, tasks it ended) is returned, and applied by the caller once committed.
+
+Every transition that ends a task also decides, in the same transaction, the tasks that wait on it
+(``after=``): released (and owned by the run that ended it, which starts them) if it succeeded,
+else ended ``failed`` without running, with ``attempts.dependency_error``; and so on down the chain.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime
+
+from backends.inprocess.store.base import NOTHING_DECIDED, Admission, Decided, Ended
+from backends.inprocess.store.sqlite_schema import (
+    CALL_COLUMNS,
+    CLAIMABLE,
+    FINAL,
+    HOLDS_KEY,
+    INSERT,
+    RUNNABLE,
+    WAITING,
+    call_from_row,
+    insert_params,
+    to_us,
+)
+from taskservice.attempts import Outcome, dependency_error
+from taskservice.errors import TaskConflict, TaskNotFound
+from taskservice.models import TaskStatus
+from taskservice.service import TaskCall
+
+FAILED = TaskStatus.FAILED.value
+RUNNING = TaskStatus.RUNNING.value
+CANCELLED = TaskStatus.CANCELLED.value
+SUCCEEDED = TaskStatus.SUCCEEDED.value
+RETRYING = TaskStatus.RETRYING.value
+MISSING = "missing"  # the status named for a dependency whose record is gone (a file from before after=)
+
+RECORD_OUTCOME = (
+    "UPDATE tasks SET status = ?, result = ?, error = ?, traceback = ?, finished_at = ?, retry_at = ?, "
+    f"key_held = ? WHERE id = ? AND attempts = ? AND status = '{RUNNING}'"
+)
+
+
+def insert_task(conn: sqlite3.Connection, call: TaskCall, owner_token: str) -> Admission | Ended:
+    """A new record; ``TaskConflict`` for a held key, ``TaskNotFound`` for an unknown ``after``."""
+    after = call.options.after
+    status: str | None = None
+    if after is not None:
+        row = conn.execute("SELECT status FROM tasks WHERE id = ?", (after,)).fetchone()
+        if row is None:
+            raise TaskNotFound(after)
+        status = row[0]
+    try:
+        conn.execute(INSERT, insert_params(call, owner_token))
+    except sqlite3.IntegrityError as exc:
+        key = call.options.unique_key
+        if key is None or "unique_key" not in str(exc):
+            raise
+        holder = conn.execute(f"SELECT id FROM tasks WHERE {HOLDS_KEY} AND unique_key = ?", (key,)).fetchone()
+        raise TaskConflict(key, holder[0] if holder else None) from None
+    if after is None:
+        return Admission.READY
+    if status not in (SUCCEEDED, FAILED, CANCELLED):
+        return Admission.WAITING
+    decided = decide_dependents(conn, [after], to_us(call.enqueued_at), owner_token)
+    return decided.ended[0] if decided.ended else Admission.READY
+
+
+def claim_tasks(conn: sqlite3.Connection, task_ids: Sequence[str], now: datetime, owner_token: str) -> dict[str, int]:
+    rows = conn.execute(
+        f"UPDATE tasks SET status = '{RUNNING}', attempts = attempts + 1, started_at = ?, owner = ?, "
+        f"progress = NULL, progress_message = NULL, retry_at = NULL "
+        f"WHERE id IN (SELECT value FROM json_each(?)) AND {RUNNABLE} RETURNING id, attempts",
+        (to_us(now), owner_token, json.dumps(list(task_ids))),
+    ).fetchall()
+    return dict(rows)
+
+
+def record_outcomes(
+    conn: sqlite3.Connection, outcomes: Sequence[Outcome], holding_keys: Collection[str], owner_token: str
+) -> Decided:
+    params = []
+    finished: list[str] = []
+    for outcome in outcomes:
+        status = outcome.status
+        retrying = status is TaskStatus.RETRYING
+        retry_at = outcome.retry_at
+        if not retrying:
+            finished.append(outcome.task_id)
+        params.append(
+            (
+                status.value,
+                json.dumps(outcome.result) if status is TaskStatus.SUCCEEDED else None,
+                outcome.error,
+                outcome.traceback,
+                None if retrying else to_us(outcome.at),
+                to_us(retry_at) if retry_at is not None else None,
+                1 if not retrying and outcome.task_id in holding_keys else None,
+                outcome.task_id,
+                outcome.attempt,
+            )
+        )
+    conn.executemany(RECORD_OUTCOME, params)
+    if not finished:
+        return NOTHING_DECIDED
+    return decide_dependents(conn, finished, to_us(outcomes[-1].at), owner_token)
+
+
+def release_keys(conn: sqlite3.Connection, task_ids: Collection[str]) -> None:
+    conn.execute(
+        "UPDATE tasks SET key_held = NULL WHERE id IN (SELECT value FROM json_each(?)) AND key_held = 1",
+        (json.dumps(list(task_ids)),),
+    )
+
+
+def cancel_task(conn: sqlite3.Connection, task_id: str, now_us: int, owner_token: str) -> tuple[bool | None, Decided]:
+    changed = conn.execute(
+        f"UPDATE tasks SET status = '{CANCELLED}', finished_at = ?, waits_for = NULL, retry_at = NULL "
+        f"WHERE id = ? AND {CLAIMABLE}",
+        (now_us, task_id),
+    ).rowcount
+    if changed:
+        return True, decide_dependents(conn, [task_id], now_us, owner_token)
+    exists = conn.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return (False if exists else None), NOTHING_DECIDED
+
+
+def fail_tasks(conn: sqlite3.Connection, where: str, params: Iterable[object], error: str, now_us: int) -> list[Ended]:
+    """End the tasks ``where`` selects ``failed`` with ``error`` (a stop, a crash), without deciding dependents."""
+    rows = conn.execute(
+        f"UPDATE tasks SET status = '{FAILED}', error = ?, traceback = NULL, finished_at = ?, retry_at = NULL, "
+        f"key_held = NULL WHERE {where} RETURNING id, name, attempts",
+        (error, now_us, *params),
+    ).fetchall()
+    return [Ended(task_id, name, attempts, error) for task_id, name, attempts in rows]
+
+
+def decide_dependents(conn: sqlite3.Connection, ended_ids: Sequence[str], now_us: int, owner_token: str) -> Decided:
+    """The tasks waiting on ``ended_ids`` (and, down the chain, on those): released or failed.
+
+    Reads each dependency's status as stored, so an outcome that did not apply (a stale attempt)
+    decides nothing. One indexed look-up when nothing waits, which is the usual case.
+    """
+    ready: list[TaskCall] = []
+    ended: list[Ended] = []
+    frontier = list(ended_ids)
+    while frontier:
+        rows = conn.execute(
+            f"SELECT waiting.id, waiting.name, waiting.waits_for, dependency.status FROM tasks AS waiting "
+            f"LEFT JOIN tasks AS dependency ON dependency.id = waiting.waits_for "
+            f"WHERE waiting.waits_for IN (SELECT value FROM json_each(?)) AND waiting.{WAITING}",
+            (json.dumps(frontier),),
+        ).fetchall()
+        frontier = []
+        released: list[str] = []
+        for task_id, name, dependency_id, status in rows:
+            if status == SUCCEEDED:
+                released.append(task_id)
+            elif status in (FAILED, CANCELLED) or status is None:
+                error = dependency_error(dependency_id, status or MISSING)
+                conn.execute(
+                    f"UPDATE tasks SET status = '{FAILED}', error = ?, finished_at = ?, waits_for = NULL WHERE id = ?",
+                    (error, now_us, task_id),
+                )
+                ended.append(Ended(task_id, name, 0, error))
+                frontier.append(task_id)
+        if released:
+            calls = conn.execute(
+                f"UPDATE tasks SET waits_for = NULL, owner = ? WHERE id IN (SELECT value FROM json_each(?)) "
+                f"RETURNING {CALL_COLUMNS}",
+                (owner_token, json.dumps(released)),
+            ).fetchall()
+            ready += [call_from_row(row) for row in calls]
+    return Decided(ready, ended) if ready or ended else NOTHING_DECIDED
+
+
+def stranded_waiters(conn: sqlite3.Connection) -> list[str]:
+    """Dependencies whose waiting tasks were never decided (they ended, or vanished, outside a transition)."""
+    rows = conn.execute(
+        f"SELECT DISTINCT waiting.waits_for FROM tasks AS waiting "
+        f"LEFT JOIN tasks AS dependency ON dependency.id = waiting.waits_for "
+        f"WHERE waiting.waits_for IS NOT NULL AND waiting.{WAITING} "
+        f"AND (dependency.id IS NULL OR dependency.{FINAL})"
+    ).fetchall()
+    return [dependency_id for (dependency_id,) in rows]
