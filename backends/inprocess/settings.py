@@ -22,6 +22,12 @@ class InProcessSettings(TaskSettings):
     memory_max_records: int = Field(
         10_000, gt=0, description="TASK_MEMORY_MAX_RECORDS: finished records memory:// keeps (oldest go first)"
     )
+    memory_max_active_tasks: int = Field(
+        100_000,
+        gt=0,
+        description="TASK_MEMORY_MAX_ACTIVE_TASKS: pending, scheduled, running and retrying tasks memory:// holds; "
+        "past it, enqueue raises TooManyActiveTasks (a BackendUnavailable: HTTP 503)",
+    )
     thread_concurrency: int = Field(8, gt=0, description="TASK_THREAD_CONCURRENCY: sync tasks running at once")
     shutdown_grace_s: float = Field(10.0, ge=0, description="TASK_SHUTDOWN_GRACE_S: wait for running tasks at stop")
 

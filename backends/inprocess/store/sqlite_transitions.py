@@ -12,8 +12,9 @@ else ended ``failed`` without running, with ``attempts.dependency_error``; and s
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from backends.inprocess.store.base import NOTHING_DECIDED, Admission, Decided, Ended
@@ -33,6 +34,8 @@ from taskservice.attempts import Outcome, dependency_error
 from taskservice.errors import TaskConflict, TaskNotFound
 from taskservice.models import TaskStatus
 from taskservice.service import TaskCall
+
+log = logging.getLogger("taskservice")
 
 FAILED = TaskStatus.FAILED.value
 RUNNING = TaskStatus.RUNNING.value
@@ -131,13 +134,24 @@ def cancel_task(conn: sqlite3.Connection, task_id: str, now_us: int, owner_token
     return (False if exists else None), NOTHING_DECIDED
 
 
-def fail_tasks(conn: sqlite3.Connection, where: str, params: Iterable[object], error: str, now_us: int) -> list[Ended]:
-    """End the tasks ``where`` selects ``failed`` with ``error`` (a stop, a crash), without deciding dependents."""
-    rows = conn.execute(
+def fail_tasks(conn: sqlite3.Connection, where: str, params: Sequence[object], error: str, now_us: int) -> list[Ended]:
+    """End the tasks ``where`` selects ``failed`` with ``error`` (a stop, a crash), without deciding dependents.
+
+    A record the database refuses to change (a constraint, a trigger) is left as it was, alone.
+    """
+    update = (
         f"UPDATE tasks SET status = '{FAILED}', error = ?, traceback = NULL, finished_at = ?, retry_at = NULL, "
-        f"key_held = NULL WHERE {where} RETURNING id, name, attempts",
-        (error, now_us, *params),
-    ).fetchall()
+        "key_held = NULL WHERE {where} RETURNING id, name, attempts"
+    )
+    try:
+        rows = conn.execute(update.format(where=where), (error, now_us, *params)).fetchall()
+    except (sqlite3.IntegrityError, sqlite3.DataError):
+        rows = []
+        for (task_id,) in conn.execute(f"SELECT id FROM tasks WHERE {where}", tuple(params)).fetchall():
+            try:
+                rows += conn.execute(update.format(where="id = ?"), (error, now_us, task_id)).fetchall()
+            except (sqlite3.IntegrityError, sqlite3.DataError):
+                log.error("taskservice: the SQLite store refused to end task %s (%s)", task_id, error)
     return [Ended(task_id, name, attempts, error) for task_id, name, attempts in rows]
 
 
