@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,16 @@ from taskservice import (
     task_service_lifespan,
 )
 from taskservice.testing import processes
-from tests.processes import VENV_BIN, base_env, free_port, spawn, stop_process, wait_for_log, wait_for_port
+from tests.processes import (
+    VENV_BIN,
+    base_env,
+    free_port,
+    spawn,
+    stop_process,
+    uvicorn_server,
+    wait_for_log,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.slow  # real uvicorn processes
 APP = "tests.unit.test_inprocess_uvicorn:app"
@@ -320,3 +330,25 @@ def test_the_default_store_serves_several_workers_out_of_the_box(tmp_path: Path,
         assert "cannot work" not in log.read_text()
     finally:
         stop_process(process, timeout_s=15)
+
+
+def test_memory_store_full_of_active_tasks_refuses_new_work_with_a_503(tmp_path: Path) -> None:
+    """The reference app, as served: scheduled notifications fill memory:// up to its bound, then 503."""
+    env = base_env(
+        TASK_BACKEND="fastapi",
+        TASK_STORE_URL="memory://",
+        TASK_MEMORY_MAX_ACTIVE_TASKS="3",
+        TASK_MODULES="app.tasks",
+        APP_DATA_DIR=str(tmp_path / "data"),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'app.sqlite3'}",
+        APP_UPKEEP_INTERVAL_S="86400",
+    )
+    send_at = (datetime.now(UTC) + timedelta(days=20)).isoformat()
+    note = {"to": "ada@example.com", "subject": "Later", "body": "...", "send_at": send_at}
+    with uvicorn_server(env, tmp_path / "app.log") as url, httpx.Client(base_url=url, timeout=10) as client:
+        accepted = [client.post("/notifications", json=note) for _ in range(3)]
+        assert [answer.status_code for answer in accepted] == [202, 202, 202]
+        refused = client.post("/notifications", json=note)
+        assert refused.status_code == 503, refused.text
+        assert "TASK_MEMORY_MAX_ACTIVE_TASKS" in refused.json()["detail"]
+        assert client.get("/health").status_code == 200, "the server itself is fine"

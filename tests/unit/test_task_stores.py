@@ -22,7 +22,7 @@ from backends.inprocess.store.base import (
     Outcome,
     TaskStore,
 )
-from backends.inprocess.store.memory import MemoryTaskStore
+from backends.inprocess.store.memory import MemoryTaskStore, TooManyActiveTasks
 from backends.inprocess.store.sqlite import SQLiteTaskStore
 from taskservice import TaskConflict, TaskStatus, task
 from taskservice.codec import encode_arguments
@@ -417,3 +417,18 @@ def test_process_identity_tells_a_reused_pid_apart() -> None:
     assert pid_is_running(os.getpid(), me)
     assert not pid_is_running(os.getpid(), str(int(me) + 1)), "same pid, another start: dead"
     assert not pid_is_running(dead_pid(), None)
+
+
+def test_memory_store_bounds_its_active_tasks() -> None:
+    store = MemoryTaskStore(max_active_tasks=3)
+    store.begin_run(RunOwner.for_this_process())
+    later = now() + timedelta(days=30)
+    held = [make_call(run_at=later) for _ in range(3)]
+    for call in held:
+        store.insert(call)
+    with pytest.raises(TooManyActiveTasks, match="TASK_MEMORY_MAX_ACTIVE_TASKS") as refused:
+        store.insert(make_call())
+    assert isinstance(refused.value, BackendUnavailable), "a 503 at the edge, like any backend outage"
+    store.cancel(held[0].id, now())  # finished records do not count: only active ones hold timers
+    store.insert(make_call())
+    assert store.stats().counts[TaskStatus.SCHEDULED] == 2
