@@ -34,7 +34,7 @@ from typing import Any
 
 from taskservice.attempts import Outcome, dependency_error
 from taskservice.errors import TaskConflict, TaskNotFound
-from taskservice.models import ACTIVE_STATUSES, CLAIMABLE_STATUSES, TaskResult, TaskStatus
+from taskservice.models import CLAIMABLE_STATUSES, TaskResult, TaskStatus
 from taskservice.service import TaskCall, TaskQuery
 
 _WAITING_STATUSES = (TaskStatus.PENDING, TaskStatus.SCHEDULED)  # where a task waits for its dependency
@@ -99,16 +99,11 @@ class MemoryRecords:
         self.active_keys: dict[str, str] = {}  # unique_key -> id of the task holding it
         self.finished: collections.deque[tuple[datetime, str]] = collections.deque()
         self.counts: dict[TaskStatus, int] = dict.fromkeys(TaskStatus, 0)  # records in each status
+        self.active_count = 0  # records pending, scheduled, running or retrying (none ever becomes active again)
         self._pending: dict[str, None] = {}  # ids of pending records, oldest first
         self._dependents: dict[str, list[str]] = {}  # task id -> ids of the records waiting on it
         self._decided_ready: list[MemoryRecord] = []
         self._decided_failed: list[MemoryRecord] = []
-
-    @property
-    def active_count(self) -> int:
-        """Records that are pending, scheduled, running or retrying."""
-        counts = self.counts
-        return sum(counts[status] for status in ACTIVE_STATUSES)
 
     def oldest_pending(self) -> datetime | None:
         """When the oldest pending record was enqueued."""
@@ -130,9 +125,13 @@ class MemoryRecords:
             if holder is not None:
                 raise TaskConflict(key, holder)
             self.active_keys[key] = call.id
-        record = MemoryRecord(call, call.initial_status)
+        status = TaskStatus.SCHEDULED if call.run_at is not None else TaskStatus.PENDING
+        record = MemoryRecord(call, status)
         self.records[call.id] = record
-        self._entered(record)
+        self.counts[status] += 1
+        self.active_count += 1
+        if status is TaskStatus.PENDING:
+            self._pending[call.id] = None
         if dependency is not None:
             record.waits_for = dependency.id
             if dependency.status.is_final:
@@ -147,9 +146,17 @@ class MemoryRecords:
     def claim(self, task_id: str, now: datetime) -> int | None:
         """The attempt number if the task may run now, else None (cancelled, finished, running, waiting)."""
         record = self.records.get(task_id)
-        if record is None or record.status not in CLAIMABLE_STATUSES or record.waits_for is not None:
+        if record is None or record.waits_for is not None:
             return None
-        self._move(record, TaskStatus.RUNNING)
+        old = record.status
+        if old is TaskStatus.PENDING:  # the common case, inline: this runs once per task
+            del self._pending[task_id]
+        elif old not in CLAIMABLE_STATUSES:
+            return None
+        counts = self.counts
+        counts[old] -= 1
+        counts[TaskStatus.RUNNING] += 1
+        record.status = TaskStatus.RUNNING
         record.attempts += 1
         record.started_at = now
         record.progress = record.progress_message = None
@@ -194,6 +201,7 @@ class MemoryRecords:
     ) -> None:
         """End the task with a final status, free its key (unless ``hold_key``), decide its dependents."""
         self._move(record, status)
+        self.active_count -= 1
         record.finished_at = at
         record.error, record.traceback = error, traceback
         record.waits_for = None
@@ -201,10 +209,11 @@ class MemoryRecords:
         if key is not None and not hold_key and self.active_keys.get(key) == record.id:
             del self.active_keys[key]
         self.finished.append((at, record.id))
-        for dependent_id in self._dependents.pop(record.id, ()):
-            dependent = self.records.get(dependent_id)
-            if dependent is not None and dependent.waits_for == record.id:
-                self._decide(dependent, record, at)
+        if self._dependents:
+            for dependent_id in self._dependents.pop(record.id, ()):
+                dependent = self.records.get(dependent_id)
+                if dependent is not None and dependent.waits_for == record.id:
+                    self._decide(dependent, record, at)
 
     def release_key(self, task_id: str) -> None:
         """The key a finished task kept (``finish(hold_key=True)``) is free again."""
@@ -216,7 +225,8 @@ class MemoryRecords:
     def take_decided(self) -> tuple[list[MemoryRecord], list[MemoryRecord]]:
         """Records decided since the last call: (may run now, ended failed because their dependency did)."""
         ready, failed = self._decided_ready, self._decided_failed
-        self._decided_ready, self._decided_failed = [], []
+        if ready or failed:
+            self._decided_ready, self._decided_failed = [], []
         return ready, failed
 
     def link_retry(self, original_id: str, retry_id: str) -> None:
@@ -259,17 +269,13 @@ class MemoryRecords:
             self._decided_failed.append(dependent)
             self.finish(dependent, TaskStatus.FAILED, at, dependency_error(dependency.id, dependency.status.value))
 
-    def _entered(self, record: MemoryRecord) -> None:
-        self.counts[record.status] += 1
-        if record.status is TaskStatus.PENDING:
-            self._pending[record.id] = None
-
     def _move(self, record: MemoryRecord, status: TaskStatus) -> None:
         counts = self.counts
-        counts[record.status] -= 1
+        old = record.status
+        counts[old] -= 1
         counts[status] += 1
-        if record.status is TaskStatus.PENDING:
-            self._pending.pop(record.id, None)
+        if old is TaskStatus.PENDING:
+            del self._pending[record.call.id]
         record.status = status
 
 

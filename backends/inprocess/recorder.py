@@ -35,7 +35,7 @@ class PendingOutcome:
 
     outcome: Outcome
     call: TaskCall
-    holds_key: Callable[[], bool] = lambda: False
+    holds_key: Callable[[], bool] | None = None
     stand_in: bool = False  # a failure written in place of an outcome the store refused
 
 
@@ -90,7 +90,7 @@ class OutcomeRecorder:
         return later
 
     def _write(self, batch: list[PendingOutcome]) -> None:
-        holding = {pending.outcome.task_id for pending in batch if pending.holds_key()}
+        holding = {p.outcome.task_id for p in batch if p.holds_key is not None and p.holds_key()}
         self.in_flight += 1
         try:
             self._store.submit_outcomes(

@@ -181,25 +181,25 @@ class InProcessRunner:
         counted = self._threads_busy - min(self._threads_abandoned, self._thread_limit)
         sync_slots = self._thread_limit - counted - self._claiming_sync
         batch = [self._ready_async.popleft() for _ in range(max(min(async_slots, len(self._ready_async)), 0))]
+        async_count = len(batch)
         batch += [self._ready_sync.popleft() for _ in range(max(min(sync_slots, len(self._ready_sync)), 0))]
         if batch:
-            self._claim(batch)
+            self._claim(batch, async_count)
 
-    def _claim(self, batch: list[TaskCall]) -> None:
-        kinds = sum(1 for call in batch if call.task.is_async)
-        self._claiming_async += kinds
-        self._claiming_sync += len(batch) - kinds
+    def _claim(self, batch: list[TaskCall], async_count: int | None = None) -> None:
+        if async_count is None:
+            async_count = sum(1 for call in batch if call.task.is_async)
+        self._claiming_async += async_count
+        self._claiming_sync += len(batch) - async_count
+        done = functools.partial(self._claimed, batch, async_count)
         try:
-            self._store.submit_claim(
-                [call.id for call in batch], utcnow(), self._loop, functools.partial(self._claimed, batch)
-            )
+            self._store.submit_claim([call.id for call in batch], utcnow(), self._loop, done)
         except Exception as exc:  # ServiceStopped: the run ended meanwhile
-            self._claimed(batch, exc)
+            done(exc)
 
-    def _claimed(self, batch: list[TaskCall], claimed: dict[str, int] | BaseException) -> None:
-        kinds = sum(1 for call in batch if call.task.is_async)
-        self._claiming_async -= kinds
-        self._claiming_sync -= len(batch) - kinds
+    def _claimed(self, batch: list[TaskCall], async_count: int, claimed: dict[str, int] | BaseException) -> None:
+        self._claiming_async -= async_count
+        self._claiming_sync -= len(batch) - async_count
         if isinstance(claimed, BaseException):
             self._claim_failed(batch, claimed)
             return
@@ -236,22 +236,25 @@ class InProcessRunner:
         info = call.attempt_info(attempt)
         timeout = call.options.timeout
         try:
-            with attempt_scope(info, call.headers):
-                args, kwargs = call.arguments.decoded_copy()
-                if timeout is None:
-                    value = await call.task.func(*args, **kwargs)
-                else:
-                    value = await within(call.task.func(*args, **kwargs), timeout)
-            outcome = decided(info, functools.partial(attempts.succeeded, info, value))
-        except AttemptTimedOut as exc:
-            outcome = decided(info, functools.partial(attempts.timed_out, info, exception=exc))
-        except asyncio.CancelledError as exc:
-            if self._cutting_off:
-                outcome = decided(info, functools.partial(attempts.interrupted, info, INTERRUPTED_BY_STOP))
-            else:  # cancelled from inside the task: a failure like any other
-                outcome = decided(info, functools.partial(attempts.failed, info, exc))
-        except BaseException as exc:  # every exception of a task is recorded on it
-            outcome = decided(info, functools.partial(attempts.failed, info, exc))
+            try:
+                with attempt_scope(info, call.headers):
+                    args, kwargs = call.arguments.decoded_copy()
+                    if timeout is None:
+                        value = await call.task.func(*args, **kwargs)
+                    else:
+                        value = await within(call.task.func(*args, **kwargs), timeout)
+                outcome = attempts.succeeded(info, value)
+            except AttemptTimedOut as exc:
+                outcome = attempts.timed_out(info, exception=exc)
+            except asyncio.CancelledError as exc:
+                if self._cutting_off:
+                    outcome = attempts.interrupted(info, INTERRUPTED_BY_STOP)
+                else:  # cancelled from inside the task: a failure like any other
+                    outcome = attempts.failed(info, exc)
+            except BaseException as exc:  # every exception of a task is recorded on it
+                outcome = attempts.failed(info, exc)
+        except BaseException:  # the attempt core itself raised: the last resort, so no slot leaks
+            outcome = undecided(info)
         finally:
             del self._async_attempts[call.id]
         self._settle(call, outcome)
@@ -293,10 +296,16 @@ class InProcessRunner:
             with job.lock:  # the timeout, on the loop, may have decided this attempt already
                 if not job.settled:
                     job.settled = True
-                    if failure is None:
-                        outcome = decided(info, functools.partial(attempts.succeeded, info, value))
-                    else:
-                        outcome = decided(info, functools.partial(attempts.failed, info, failure))
+                    try:
+                        try:
+                            if failure is None:
+                                outcome = attempts.succeeded(info, value)
+                            else:
+                                outcome = attempts.failed(info, failure)
+                        except BaseException as exc:  # the result could not be encoded, a hook raised
+                            outcome = attempts.failed(info, exc)
+                    except BaseException:
+                        outcome = undecided(info)
         finally:  # whatever happened, the loop learns the thread is free again
             with contextlib.suppress(RuntimeError):  # a closed loop: the stop already recorded this task
                 self._loop.call_soon_threadsafe(self._thread_done, job, outcome)
@@ -324,7 +333,10 @@ class InProcessRunner:
             if job.settled:
                 return
             job.settled = job.timed_out = True
-            outcome = decided(job.info, lambda: attempts.timed_out(job.info, stack=thread_stack(job.thread_id)))
+            try:
+                outcome = attempts.timed_out(job.info, stack=thread_stack(job.thread_id))
+            except BaseException:
+                outcome = undecided(job.info)
         self._threads_abandoned += 1
         self._lingering[job.call.id] = job
         self._settle(job.call, outcome, holds_key=lambda: not job.returned)
@@ -332,8 +344,7 @@ class InProcessRunner:
     # -- outcomes -------------------------------------------------------------------------
 
     def _settle(self, call: TaskCall, outcome: Outcome, holds_key: Callable[[], bool] | None = None) -> None:
-        pending = PendingOutcome(outcome, call) if holds_key is None else PendingOutcome(outcome, call, holds_key)
-        self._recorder.add(pending)
+        self._recorder.add(PendingOutcome(outcome, call, holds_key))
         self._schedule_pump()
 
     def _written(self, batch: list[PendingOutcome], decided_: Decided, stored: bool) -> None:
@@ -426,10 +437,7 @@ def report_ended(ended: list[Ended]) -> None:
         attempts.interrupted(AttemptInfo(task.task_id, task.name, task.attempt), task.error)
 
 
-def decided(info: AttemptInfo, decide: Callable[[], Outcome]) -> Outcome:
-    """``decide()``, the attempt core's verdict; if even that raises, a final failure, so no slot or key leaks."""
-    try:
-        return decide()
-    except BaseException:
-        log.exception("taskservice: could not decide how attempt %d of task %s ended", info.attempt, info.task_id)
-        return Outcome(info.task_id, info.attempt, TaskStatus.FAILED, utcnow(), error=UNDECIDED)
+def undecided(info: AttemptInfo) -> Outcome:
+    """The last resort when the attempt core itself raised: a final failure, so no slot or key leaks."""
+    log.exception("taskservice: could not decide how attempt %d of task %s ended", info.attempt, info.task_id)
+    return Outcome(info.task_id, info.attempt, TaskStatus.FAILED, utcnow(), error=UNDECIDED)

@@ -185,12 +185,13 @@ class FastAPITaskService(TaskService):
 
     def _admit(self, run: ServiceRun, call: TaskCall, admitted: Admission | Ended) -> None:
         """A recorded call: tracked for ``drain``, then started (after the response, inside a request)."""
-        if isinstance(admitted, Ended):  # its dependency had already failed: it ended at once
-            report_ended([admitted])
+        if admitted is not Admission.READY:
+            if isinstance(admitted, Ended):  # its dependency had already failed: it ended at once
+                report_ended([admitted])
+            else:  # it waits: the transition that ends its dependency starts it, or fails it
+                run.outstanding.add(call.id, call.task.name)
             return
         run.outstanding.add(call.id, call.task.name, call.run_at)
-        if admitted is Admission.WAITING:
-            return  # the transition that ends its dependency starts it, or fails it
         if not defer_until_response_sent(lambda: self._hand_over(run, call)):
             self._hand_over(run, call)
 

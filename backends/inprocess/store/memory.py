@@ -94,8 +94,11 @@ class MemoryTaskStore:
                     f"the memory:// task store holds {self.max_active_tasks} active tasks, its limit "
                     "(TASK_MEMORY_MAX_ACTIVE_TASKS): try again later, or use TASK_STORE_URL=sqlite:///PATH"
                 )
-            record = self._records.insert(call)
-            self._records.take_decided()  # at insert, only this record can have been decided
+            records = self._records
+            record = records.insert(call)
+            if call.options.after is None:
+                return Admission.READY
+            records.take_decided()  # at insert, only this record can have been decided
             if record.status.is_final:
                 self._trim()
                 return _ended(record)

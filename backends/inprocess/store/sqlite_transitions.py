@@ -36,6 +36,7 @@ from taskservice.models import TaskStatus
 from taskservice.service import TaskCall
 
 log = logging.getLogger("taskservice")
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 FAILED = TaskStatus.FAILED.value
 RUNNING = TaskStatus.RUNNING.value
@@ -88,31 +89,40 @@ def claim_tasks(conn: sqlite3.Connection, task_ids: Sequence[str], now: datetime
 def record_outcomes(
     conn: sqlite3.Connection, outcomes: Sequence[Outcome], holding_keys: Collection[str], owner_token: str
 ) -> Decided:
-    params = []
+    params: list[tuple[object, ...]] = []
     finished: list[str] = []
+    succeeded = TaskStatus.SUCCEEDED
+    retrying = TaskStatus.RETRYING
     for outcome in outcomes:
         status = outcome.status
-        retrying = status is TaskStatus.RETRYING
-        retry_at = outcome.retry_at
-        if not retrying:
-            finished.append(outcome.task_id)
-        params.append(
-            (
-                status.value,
-                json.dumps(outcome.result) if status is TaskStatus.SUCCEEDED else None,
-                outcome.error,
-                outcome.traceback,
-                None if retrying else to_us(outcome.at),
-                to_us(retry_at) if retry_at is not None else None,
-                1 if not retrying and outcome.task_id in holding_keys else None,
-                outcome.task_id,
-                outcome.attempt,
-            )
-        )
+        task_id = outcome.task_id
+        if status is retrying:
+            retry_at = outcome.retry_at
+            retry_us = None if retry_at is None else to_us(retry_at)
+            error, trace = outcome.error, outcome.traceback
+            params.append((RETRYING, None, error, trace, None, retry_us, None, task_id, outcome.attempt))
+            continue
+        finished.append(task_id)
+        result = result_json(outcome.result) if status is succeeded else None
+        held = 1 if holding_keys and task_id in holding_keys else None
+        error, trace = outcome.error, outcome.traceback
+        params.append((status.value, result, error, trace, to_us(outcome.at), None, held, task_id, outcome.attempt))
     conn.executemany(RECORD_OUTCOME, params)
     if not finished:
         return NOTHING_DECIDED
     return decide_dependents(conn, finished, to_us(outcomes[-1].at), owner_token)
+
+
+def result_json(value: object) -> str:
+    """A result (already through the codec) as JSON text; the common scalars without the encoder."""
+    if value is None:
+        return "null"
+    kind = type(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    return _ENCODER.encode(value)
 
 
 def release_keys(conn: sqlite3.Connection, task_ids: Collection[str]) -> None:
