@@ -155,14 +155,29 @@ def test_a_task_whose_every_outcome_is_refused_blocks_nothing(service: FastAPITa
     service.drain(timeout_s=5)  # and it does not keep drain() waiting
 
 
+@task(name="tests.inprocess.failures.returns_and_counts")
+async def returns_and_counts(value: str, counter: str) -> str:
+    with open(counter, "a") as out:
+        out.write("x")
+    return value
+
+
 def test_at_a_stop_the_outcomes_are_recorded_not_interrupted(tmp_path: Path) -> None:
     service = FastAPITaskService(
         TaskSettings(store_url=f"sqlite:///{tmp_path / 'tasks.db'}", modules="", shutdown_grace_s=1)
     )
     service.wait(service.enqueue(sync_where))
     refuse_in_sqlite(database_of(service), f"NEW.result = '\"{REFUSED_RESULT}\"'")
-    ids = [service.enqueue(returns, REFUSED_RESULT if index == 3 else "fine") for index in range(20)]
-    service.close()  # right away: the outcomes are still on their way to the store
+    counter = tmp_path / "ran"
+    ids = [
+        service.enqueue(returns_and_counts, REFUSED_RESULT if index == 3 else "fine", str(counter))
+        for index in range(20)
+    ]
+    deadline = time.monotonic() + 10
+    while not counter.exists() or len(counter.read_text()) < 20:  # every body has returned
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    service.close()  # at once: some outcomes are still on their way to the store
     results = [service.get_status(task_id) for task_id in ids]
     assert [result.status for result in results].count(TaskStatus.SUCCEEDED) == 19, [r.error for r in results]
     assert results[3].error is not None and results[3].error.startswith(NOT_STORED)
