@@ -19,7 +19,7 @@ import pytest
 
 from backends.inprocess.service import FastAPITaskService
 from backends.inprocess.store.sqlite import SQLiteTaskStore
-from taskservice import TaskSettings, TaskStatus, get_task_service, set_task_service, task
+from taskservice import TaskConflict, TaskSettings, TaskStatus, get_task_service, set_task_service, task
 from tests.unit.test_inprocess_lifecycle import fails_first_time, wait_for
 
 
@@ -222,5 +222,25 @@ def test_aenqueue_does_not_block_the_loop_while_another_process_holds_the_write_
         other.close()
         assert waited >= 0.4, "it did wait for the lock"
         assert worst_gap < 0.1, f"the loop stalled {worst_gap * 1000:.0f} ms"
+    finally:
+        service.close()
+
+
+def test_concurrent_aenqueue_calls_committed_together_keep_their_own_errors(tmp_path: Path) -> None:
+    service = make("sqlite", tmp_path)
+    try:
+        service.wait(service.enqueue(nap, 0))
+
+        async def many() -> list[str | BaseException]:
+            calls = [service.aenqueue(nap.options(unique_key=f"key-{index % 50}"), 0.5) for index in range(60)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+        results = asyncio.run(many())
+        accepted = [result for result in results if isinstance(result, str)]
+        refused = [result for result in results if isinstance(result, BaseException)]
+        assert len(accepted) == 50 and len(refused) == 10
+        assert all(isinstance(error, TaskConflict) for error in refused), refused
+        assert {service.get_status(task_id).status for task_id in accepted} <= {TaskStatus.PENDING, TaskStatus.RUNNING}
+        service.drain(timeout_s=10)
     finally:
         service.close()

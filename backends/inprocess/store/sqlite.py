@@ -97,6 +97,9 @@ class SQLiteTaskStore:
         self._owner: RunOwner | None = None
         self._ended: list[Ended] = []  # tasks this store ended by itself, not yet reported
         self._writer = SQLiteWriter(self)
+        # aenqueue calls waiting for the writer, per event loop: (call, done) in arrival order
+        self._inserts: dict[asyncio.AbstractEventLoop, list[tuple[TaskCall, Done[Admission | Ended]]]] = {}
+        self._inserts_lock = threading.Lock()
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -285,8 +288,25 @@ class SQLiteTaskStore:
     # -- for the runner and aenqueue: through the writer thread ------------------------------
 
     def submit_insert(self, call: TaskCall, loop: asyncio.AbstractEventLoop, done: Done[Admission | Ended]) -> None:
+        """Inserts handed over from one loop before the writer reaches them go in one ``executemany``."""
         token = self._require_owner().token
-        self._writer.submit(lambda conn: sqlite_transitions.insert_task(conn, call, token), loop, done)
+        with self._inserts_lock:
+            queued = self._inserts.get(loop)
+            if queued is not None:
+                queued.append((call, done))
+                return
+            queued = self._inserts[loop] = [(call, done)]
+
+        def work(conn: sqlite3.Connection) -> list[Admission | Ended | BaseException]:
+            with self._inserts_lock:  # from here on, new inserts start a new batch
+                self._inserts.pop(loop, None)
+            return sqlite_transitions.insert_tasks(conn, [call for call, _ in queued], token, store_error)
+
+        def delivered(results: list[Admission | Ended | BaseException] | BaseException) -> None:
+            for index, (_call, each_done) in enumerate(queued):
+                each_done(results if isinstance(results, BaseException) else results[index])
+
+        self._writer.submit(work, loop, delivered)
 
     def submit_claim(
         self, task_ids: Sequence[str], now: datetime, loop: asyncio.AbstractEventLoop, done: Done[dict[str, int]]

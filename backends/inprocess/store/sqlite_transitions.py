@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
 from backends.inprocess.store.base import NOTHING_DECIDED, Admission, Decided, Ended
@@ -74,6 +74,35 @@ def insert_task(conn: sqlite3.Connection, call: TaskCall, owner_token: str) -> A
         return Admission.WAITING
     decided = decide_dependents(conn, [after], to_us(call.enqueued_at), owner_token)
     return decided.ended[0] if decided.ended else Admission.READY
+
+
+def insert_tasks(
+    conn: sqlite3.Connection,
+    calls: Sequence[TaskCall],
+    owner_token: str,
+    translate: Callable[[BaseException], BaseException],
+) -> list[Admission | Ended | BaseException]:
+    """Many new records at once: one ``executemany``; if a row fails (a held key), each in its own savepoint."""
+    if all(call.options.after is None for call in calls):
+        conn.execute("SAVEPOINT many_inserts")
+        try:
+            conn.executemany(INSERT, [insert_params(call, owner_token) for call in calls])
+        except sqlite3.Error:
+            conn.execute("ROLLBACK TO many_inserts")
+        else:
+            conn.execute("RELEASE many_inserts")
+            return [Admission.READY] * len(calls)
+        conn.execute("RELEASE many_inserts")
+    results: list[Admission | Ended | BaseException] = []
+    for call in calls:
+        conn.execute("SAVEPOINT one_insert")
+        try:
+            results.append(insert_task(conn, call, owner_token))
+        except Exception as exc:
+            conn.execute("ROLLBACK TO one_insert")
+            results.append(translate(exc))
+        conn.execute("RELEASE one_insert")
+    return results
 
 
 def claim_tasks(conn: sqlite3.Connection, task_ids: Sequence[str], now: datetime, owner_token: str) -> dict[str, int]:
