@@ -275,6 +275,7 @@ class FastAPITaskService(TaskService):
         ``timeout_s``; ``TimeoutError`` naming what is left. From the home loop's own thread use
         ``await adrain()``: blocking that loop would stop the very tasks it waits for.
         """
+        self._recover_on_first_use()  # a fresh process on a shared file: what it adopts counts too
         run = self._run
         if run is None:
             return
@@ -284,6 +285,8 @@ class FastAPITaskService(TaskService):
 
     async def adrain(self, timeout_s: float = 30.0) -> None:
         """``drain`` for async code: the loop keeps running the tasks it waits for."""
+        if self._run is None and not self._stopped and self._store_blocks:
+            await asyncio.to_thread(self._recover_on_first_use)
         run = self._run
         if run is not None:
             await run.outstanding.await_idle(timeout_s, self.store.unfinished)

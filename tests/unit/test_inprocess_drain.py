@@ -244,3 +244,17 @@ def test_concurrent_aenqueue_calls_committed_together_keep_their_own_errors(tmp_
         service.drain(timeout_s=10)
     finally:
         service.close()
+
+
+def test_drain_in_a_fresh_process_waits_for_what_it_adopts(tmp_path: Path) -> None:
+    first = make("sqlite", tmp_path, async_concurrency=1)
+    blocker = first.enqueue(nap, 30)
+    left = first.enqueue(nap, 0)  # never started: the one slot is taken
+    wait_for(first, blocker, TaskStatus.RUNNING)
+    first.close()
+    second = make("sqlite", tmp_path)  # a restarted script on the same file
+    try:
+        second.drain(timeout_s=10)  # its first use adopts the pending task, and waits for it
+        assert second.get_status(left).status == TaskStatus.SUCCEEDED
+    finally:
+        second.close()
