@@ -52,7 +52,7 @@ class Config:
             http_duration_s=10.0,
             http_warmup_s=1.0,
             inprocess_async_tasks=(1000, 10_000, 100_000),
-            inprocess_sync_tasks=(1000, 10_000, 20_000),
+            inprocess_sync_tasks=(1000, 10_000, 100_000),
         )
 
     @classmethod

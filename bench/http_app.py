@@ -1,6 +1,7 @@
 """The HTTP benchmark's apps, served by a real uvicorn process.
 
-``ts_app`` enqueues a no-op through taskservice (the backend comes from ``TASK_BACKEND``);
+``ts_app`` enqueues a no-op through taskservice (the backend and store come from the environment;
+``/ts/aenqueue-*`` await ``aenqueue``);
 ``raw_app`` does the same with the raw tools and has no taskservice middleware or lifespan
 at all, so each side pays only for what it uses. Every endpoint answers the same small JSON.
 """
@@ -28,10 +29,22 @@ async def ts_async(service: TaskServiceDep) -> dict[str, str | None]:
     return {"task_id": service.enqueue(async_noop, 1)}
 
 
+@ts_app.post("/ts/aenqueue-sync")
+async def ts_aenqueue_sync(service: TaskServiceDep) -> dict[str, str | None]:
+    """``aenqueue``: with the SQLite store, concurrent requests share a commit and the loop never waits on it."""
+    return {"task_id": await service.aenqueue(noop, 1)}
+
+
+@ts_app.post("/ts/aenqueue-async")
+async def ts_aenqueue_async(service: TaskServiceDep) -> dict[str, str | None]:
+    return {"task_id": await service.aenqueue(async_noop, 1)}
+
+
 @ts_app.get("/ts/active")
 async def ts_active(service: TaskServiceDep) -> dict[str, bool]:
     """Whether any task is unfinished: after a load, the in-process runner's backlog (cheap to ask often)."""
-    return {"active": any(service.list_tasks(status, limit=1) for status in ACTIVE_STATUSES)}
+    counts = (await service.astats()).counts
+    return {"active": any(counts[status] for status in ACTIVE_STATUSES)}
 
 
 raw_app = FastAPI()

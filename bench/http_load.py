@@ -3,7 +3,8 @@
 One uvicorn process serves the app under test; ``bench.loadgen`` drives it from a second
 process with closed-loop keep-alive connections. Celery endpoints run with no worker
 attached (the tasks stay queued): what is measured is the API side of the hand-off. The
-in-process server runs its tasks itself; after each load the harness waits until it has
+in-process servers (``memory://``, and the default SQLite store with ``aenqueue``) run their
+tasks themselves; after each load the harness waits until it has
 none left unfinished and also reports the sustained rate: requests over the time until the
 last of their tasks finished (raw ``BackgroundTasks`` finish a request's task before the
 connection takes its next request, so there both rates are the same).
@@ -38,7 +39,11 @@ PAIRS = (
     Pair("HTTP celery, async task", "ts-celery", "/ts/async", "/raw/celery", "apply_async"),
     Pair("HTTP in-process, sync task", "ts-inprocess", "/ts/sync", "/raw/bg-sync", "BackgroundTasks"),
     Pair("HTTP in-process, async task", "ts-inprocess", "/ts/async", "/raw/bg-async", "BackgroundTasks"),
+    # the default store, durable: each request awaits the commit of its task's record (group commit)
+    Pair("HTTP in-process (sqlite), sync task", "ts-sqlite", "/ts/aenqueue-sync", "/raw/bg-sync", "BackgroundTasks"),
+    Pair("HTTP in-process (sqlite), async task", "ts-sqlite", "/ts/aenqueue-async", "/raw/bg-async", "BackgroundTasks"),
 )
+IN_PROCESS_SERVERS = ("ts-inprocess", "ts-sqlite")
 BACKLOG_POLL_S = 0.01
 
 
@@ -77,14 +82,23 @@ def run(config: Config, redis: RedisServer) -> list[Row]:
     redis.reset()
     celery_env = base_env(TASK_BACKEND="celery", REDIS_URL=redis.url, TASK_MODULES="bench.tasks")
     inprocess_env = base_env(TASK_BACKEND="fastapi", TASK_STORE_URL="memory://", TASK_MODULES="bench.tasks")
+    sqlite_env = base_env(
+        TASK_BACKEND="fastapi", TASK_STORE_URL=f"sqlite:///{logs / 'http-tasks.sqlite3'}", TASK_MODULES="bench.tasks"
+    )
     client = redis.client()
     # servers not under load sit idle (the Celery ones with no worker: nothing to run)
     with uvicorn_servers(
         ("bench.http_app:ts_app", celery_env, logs / "http-ts-celery.log"),
         ("bench.http_app:ts_app", inprocess_env, logs / "http-ts-fastapi.log"),
+        ("bench.http_app:ts_app", sqlite_env, logs / "http-ts-sqlite.log"),
         ("bench.http_app:raw_app", base_env(REDIS_URL=redis.url), logs / "http-raw.log"),
-    ) as (ts_celery_server, ts_inprocess_server, raw_server):
-        servers = {"ts-celery": ts_celery_server, "ts-inprocess": ts_inprocess_server, "raw": raw_server}
+    ) as (ts_celery_server, ts_inprocess_server, ts_sqlite_server, raw_server):
+        servers = {
+            "ts-celery": ts_celery_server,
+            "ts-inprocess": ts_inprocess_server,
+            "ts-sqlite": ts_sqlite_server,
+            "raw": raw_server,
+        }
         endpoints = list(
             dict.fromkeys(
                 endpoint for pair in PAIRS for endpoint in ((pair.ts_server, pair.ts_path), ("raw", pair.raw_path))
@@ -99,7 +113,7 @@ def run(config: Config, redis: RedisServer) -> list[Row]:
                 name, path = endpoint
                 figures = load(config, servers[name], path, config.http_duration_s)
                 # in-process: a request is only done when its task is; count until the last one finished
-                backlog_s = backlog_clear_ms(servers[name]) / 1000 if name == "ts-inprocess" else 0.0
+                backlog_s = backlog_clear_ms(servers[name]) / 1000 if name in IN_PROCESS_SERVERS else 0.0
                 load_s = figures["requests"] / figures["req_per_s"]
                 figures["sustained_req_per_s"] = figures["requests"] / (load_s + backlog_s)
                 figures["backlog_ms"] = backlog_s * 1000
@@ -129,7 +143,7 @@ def run(config: Config, redis: RedisServer) -> list[Row]:
             Row(pair.scenario, "latency p50", "ms", ts["p50_ms"], raw["p50_ms"], pair.raw_label, False),
             Row(pair.scenario, "latency p99", "ms", ts["p99_ms"], raw["p99_ms"], pair.raw_label, False),
         ]
-        if pair.ts_server == "ts-inprocess":
+        if pair.ts_server in IN_PROCESS_SERVERS:
             rows.append(
                 Row(
                     pair.scenario,

@@ -6,6 +6,12 @@ line out) so the peak RSS belongs to that N alone. taskservice's side enqueues t
 side is ``asyncio.create_task`` for async functions and Starlette's ``run_in_threadpool``
 (what ``BackgroundTasks`` uses) for sync ones. Both sides get the same arrival pattern and
 the harness keeps no per-task state, so memory that grows with N is the backend's.
+
+How taskservice's side enqueues (``--enqueue``): ``sync`` calls ``service.enqueue`` in a loop on
+the event loop (what an ``async def`` endpoint does); ``async`` has a block's calls made by
+concurrent callers, each awaiting ``service.aenqueue`` (concurrent requests of an async app), which
+the SQLite store commits together. Either way each record is durable (SQLite) once its call
+returns. The full run uses ``sync`` for ``memory://`` (nothing to wait for) and ``async`` for SQLite.
 """
 
 from __future__ import annotations
@@ -45,7 +51,10 @@ def peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-async def run_taskservice(kind: str, store_url: str, n: int) -> dict[str, float]:
+ENQUEUE_BY_STORE = {"memory": "sync", "sqlite": "async"}
+
+
+async def run_taskservice(kind: str, store_url: str, n: int, enqueue: str = "sync") -> dict[str, float]:
     from bench.tasks import async_noop, noop
     from taskservice import TaskSettings, TaskStatus, create_task_service
 
@@ -55,7 +64,10 @@ async def run_taskservice(kind: str, store_url: str, n: int) -> dict[str, float]
     func = async_noop if kind == "async" else noop
 
     async def finished(task_id: str) -> None:
-        while not service.get_status(task_id).status.is_final:
+        # async callers read asynchronously too: a sync read would wait on the store's lock on the loop
+        while not (
+            await service.aget_status(task_id) if enqueue == "async" else service.get_status(task_id)
+        ).status.is_final:
             await asyncio.sleep(POLL_S)
 
     rss_start_mb = peak_rss_mb()
@@ -64,17 +76,18 @@ async def run_taskservice(kind: str, store_url: str, n: int) -> dict[str, float]
     block_ends: collections.deque[str] = collections.deque()
     last_id = ""
     for block in range(0, n, BLOCK):
-        for i in range(block, min(n, block + BLOCK)):
-            last_id = service.enqueue(func, i)
+        if enqueue == "async":
+            ids = await asyncio.gather(*(service.aenqueue(func, i) for i in range(block, min(n, block + BLOCK))))
+            last_id = ids[-1]
+        else:
+            for i in range(block, min(n, block + BLOCK)):
+                last_id = service.enqueue(func, i)
         block_ends.append(last_id)
         await asyncio.sleep(0)
         while len(block_ends) > BLOCKS_IN_FLIGHT:
             await finished(block_ends.popleft())
     await finished(last_id)
-    # the newest tasks finish last; make sure nothing older is still going, then read when the last one ended
-    for status in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING):
-        while service.list_tasks(status, limit=1):
-            await asyncio.sleep(POLL_S)
+    await service.adrain(timeout_s=600)  # nothing older is still going; then read when the last one ended
     cpu_s = time.process_time() - cpu_started_s
     rss_peak_mb = peak_rss_mb()
     recent = service.list_tasks(limit=2 * BLOCK)
@@ -138,6 +151,7 @@ def measure(config: Config, side: str, kind: str, store: str, n: int, repetition
         db = config.work_dir / f"inprocess-{side}-{kind}-{store}-{n}-{repetition}.db"
         db.unlink(missing_ok=True)
         args = [sys.executable, "-m", "bench.inprocess", side, kind, store, str(n), "--db", str(db)]
+        args += ["--enqueue", ENQUEUE_BY_STORE.get(store, "sync")]
         done = subprocess.run(args, cwd=REPO_ROOT, env=base_env(), capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"in-process run {side} {kind} {store} {n} failed:\n{done.stderr[-3000:]}")
@@ -180,7 +194,9 @@ def run(config: Config) -> tuple[list[Row], list[Series]]:
                 line.points[n] = ts["tasks_per_s"]
                 scenario = f"in-process {kind}, N={n:,} ({store})"
                 single = config.repetitions_for(n, sizes) == 1 < config.repetitions
-                note = "single run" if single else ""
+                note = "; ".join(
+                    part for part in ("single run" if single else "", f"{ENQUEUE_BY_STORE[store]} enqueue") if part
+                )
                 rows += [
                     Row(
                         scenario, "throughput", "tasks/s", ts["tasks_per_s"], raw["tasks_per_s"], raw_label, True, note
@@ -199,12 +215,13 @@ def main() -> None:
     parser.add_argument("store", choices=["memory", "sqlite", "none"])
     parser.add_argument("n", type=int)
     parser.add_argument("--db", type=Path, required=True)
+    parser.add_argument("--enqueue", choices=["sync", "async"], default="sync", help="enqueue or aenqueue")
     options = parser.parse_args()
     if options.side == "raw":
         result = asyncio.run(run_raw(options.kind, options.n))
     else:
         store_url = "memory://" if options.store == "memory" else f"sqlite:///{options.db}"
-        result = asyncio.run(run_taskservice(options.kind, store_url, options.n))
+        result = asyncio.run(run_taskservice(options.kind, store_url, options.n, options.enqueue))
     print(json.dumps(result))
 
 

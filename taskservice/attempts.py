@@ -87,7 +87,7 @@ def describe_error(exc: BaseException) -> str:
     name = type(exc).__name__
     try:
         message = str(exc)
-    except Exception:  # a broken __str__ must not lose the failure
+    except BaseException:  # a broken __str__ (raising anything at all) must not lose the failure
         message = f"<exception str() failed: {type(exc).__name__}>"
     return clean_text(f"{name}: {message}" if message else name, MAX_ERROR_CHARS)
 

@@ -13,6 +13,7 @@ import abc
 import asyncio
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -85,9 +86,20 @@ class TaskQuery:
         return self.cursor is None or (result.enqueued_at, result.id) < self.cursor
 
 
+# os.urandom in blocks: one system call per 256 ids instead of one each. Each call gives up the GIL,
+# and with a busy second thread (a store's writer) getting it back took up to a switch interval.
+_random_pool = bytearray()
+_random_lock = threading.Lock()
+os.register_at_fork(after_in_child=_random_pool.clear)  # a child never reuses its parent's bytes
+
+
 def new_task_id() -> str:
     """A random (version 4) UUID string: 122 unguessable bits, the shape Celery ids have."""
-    raw = bytearray(os.urandom(16))
+    with _random_lock:
+        if len(_random_pool) < 16:
+            _random_pool.extend(os.urandom(4096))
+        raw = _random_pool[-16:]
+        del _random_pool[-16:]
     raw[6] = (raw[6] & 0x0F) | 0x40
     raw[8] = (raw[8] & 0x3F) | 0x80
     h = raw.hex()

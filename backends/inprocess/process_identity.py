@@ -2,9 +2,9 @@
 
 Several processes can share one SQLite store (uvicorn workers, a restart). Each record names
 the run that owns it; a run that is gone (its process died, or it stopped) leaves its tasks to
-be recovered by the next run that looks. On one machine a dead process is recognised at once
-(its pid is gone, or now belongs to a younger process); anywhere, by a heartbeat that
-stopped moving.
+be recovered by the next run that looks. In the same PID namespace of one machine a dead process is recognised at
+once (its pid is gone, or now belongs to a younger process); anywhere else (another machine,
+another container), by a heartbeat that stopped moving.
 """
 
 from __future__ import annotations
@@ -19,12 +19,20 @@ from pathlib import Path
 
 @functools.cache
 def host_id() -> str:
-    """This machine (and boot): pids are only comparable between runs with the same host id."""
+    """This machine, boot and PID namespace: pids are only comparable between runs with the same host id.
+
+    The namespace matters for containers that share a hostname (host networking) and a volume:
+    a pid registered in one container names another process, or none, in the next one.
+    """
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         boot = "no-boot-id"
-    return f"{socket.gethostname()}/{boot}"
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        namespace = "no-pid-namespace"
+    return f"{socket.gethostname()}/{boot}/{namespace}"
 
 
 def process_start(pid: int) -> str | None:

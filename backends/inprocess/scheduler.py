@@ -7,7 +7,7 @@
   store claims the (name, slot) pair. ``every=`` slots are aligned to the epoch so every
   process computes the same ones; missed slots (the service was down) are skipped.
 - upkeep: a heartbeat that keeps this run alive in the store and recovers runs that died
-  (adopting their pending and scheduled tasks), and pruning of finished records.
+  (adopting their pending, scheduled and retrying tasks), and pruning of finished records.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from backends.inprocess.outcomes import utcnow
+from backends.inprocess.outstanding import Outstanding
 from backends.inprocess.runner import InProcessRunner
 from backends.inprocess.settings import InProcessSettings
-from backends.inprocess.store.base import Ended, TaskStore
-from taskservice import attempts
-from taskservice.attempts import AttemptInfo
+from backends.inprocess.store.base import Adopted, TaskStore
 from taskservice.periodic import PeriodicTask, periodic_tasks
 from taskservice.service import TaskCall
 
@@ -63,9 +62,11 @@ class InProcessScheduler:
         settings: InProcessSettings,
         heartbeat_interval_s: float,
         prepare: Prepare,
+        outstanding: Outstanding,
     ) -> None:
         self._loop = loop
         self._runner = runner
+        self._outstanding = outstanding
         self._store = store
         self._settings = settings
         self._heartbeat_interval_s = heartbeat_interval_s
@@ -76,7 +77,7 @@ class InProcessScheduler:
         self._loop_thread_id: int | None = None
         self._active = True
 
-    def start(self, adopted: list[TaskCall]) -> None:
+    def start(self, adopted: list[Adopted]) -> None:
         """On the home loop: arm what earlier runs left, the periodic tasks and the upkeep."""
         self._loop_thread_id = threading.get_ident()
         self._take_over(adopted)
@@ -85,16 +86,17 @@ class InProcessScheduler:
             self._arm_periodic(periodic, now)
         self._upkeep = self._loop.create_task(self._keep_up())
 
-    def arm(self, call: TaskCall) -> None:
-        """Run ``call`` at its ``run_at``; callable from any thread."""
+    def arm(self, call: TaskCall, due_at: datetime | None = None) -> None:
+        """Run ``call`` at ``due_at`` (default: its ``run_at``); callable from any thread."""
         if threading.get_ident() != self._loop_thread_id:
-            self._loop.call_soon_threadsafe(self.arm, call)
+            self._loop.call_soon_threadsafe(self.arm, call, due_at)
             return
         if not self._active:
-            self._store.abandon(call.id, utcnow())
+            self._runner.dispatch_here(call)  # the runner is stopping too: it records the drop
             return
-        assert call.run_at is not None
-        delay_s = max((call.run_at - utcnow()).total_seconds(), 0.0)
+        due_at = due_at if due_at is not None else call.run_at
+        assert due_at is not None
+        delay_s = max((due_at - utcnow()).total_seconds(), 0.0)
         self._timers[call.id] = self._loop.call_later(delay_s, self._due, call)
 
     def disarm(self, task_id: str) -> None:
@@ -122,12 +124,17 @@ class InProcessScheduler:
         self._timers.pop(call.id, None)
         self._runner.dispatch_here(call)
 
-    def _take_over(self, calls: list[TaskCall]) -> None:
-        for call in calls:
-            if call.run_at is None:
+    def _take_over(self, adopted: list[Adopted]) -> None:
+        """Tasks a run adopts: each tracked for ``drain``, and started when due (or left to wait on ``after=``)."""
+        for task in adopted:
+            call = task.call
+            self._outstanding.add(call.id, call.task.name, None if task.waits else task.due_at)
+            if task.waits:
+                continue  # the transition that ends its dependency releases it
+            if task.due_at is None:
                 self._runner.dispatch_here(call)
             else:
-                self.arm(call)
+                self.arm(call, task.due_at)
 
     # -- periodic tasks -------------------------------------------------------------------
 
@@ -147,6 +154,7 @@ class InProcessScheduler:
         try:
             call = self._prepare(periodic.task_name, None, (), {})  # the same checks as any enqueue
             if self._store.claim_periodic_slot(call, slot):
+                self._outstanding.add(call.id, call.task.name)
                 self._runner.dispatch_here(call)
         except Exception:
             log.exception("taskservice: periodic task %s could not fire for %s", periodic.task_name, slot)
@@ -165,7 +173,7 @@ class InProcessScheduler:
                 next_beat = now + beat_every_s
                 try:
                     adopted = self._store.heartbeat()
-                    report_ended(self._store.take_ended())
+                    self._runner.report_ended(self._store.take_ended())
                     self._take_over(adopted)
                 except Exception:
                     log.exception("taskservice: heartbeat of the task store failed")
@@ -178,9 +186,3 @@ class InProcessScheduler:
                     await asyncio.to_thread(self._store.prune, cutoff)
                 except Exception:
                     log.exception("taskservice: pruning finished tasks failed")
-
-
-def report_ended(ended: list[Ended]) -> None:
-    """Tasks a store ended by itself (a stop, a dead run): one ERROR line each, and the hooks, like any failure."""
-    for task in ended:
-        attempts.interrupted(AttemptInfo(task.task_id, task.name, task.attempt), task.error)

@@ -68,6 +68,7 @@ def app_env(backend: str, directory: Path, database_url: str | None = None) -> d
     env = base_env(
         TASK_BACKEND=backend,
         TASK_MODULES="app.tasks",
+        TASK_STORE_URL=f"sqlite:///{directory / 'tasks.sqlite3'}",  # the default store, but not in the checkout
         APP_DATA_DIR=str(data_dir),
         APP_ADMIN_TOKEN=ADMIN_TOKEN,
         APP_MAX_UPLOAD_BYTES=str(UPLOAD_LIMIT_BYTES),

@@ -21,7 +21,9 @@ import pytest
 from backends.inprocess.service import FastAPITaskService
 from backends.inprocess.store.base import INTERRUPTED_BY_CRASH
 from taskservice import TaskSettings, TaskStatus, task
+from taskservice.attempts import dependency_error
 from tests.processes import base_env, spawn, stop_process
+from tests.unit.test_inprocess_lifecycle import fails_first_time
 
 pytestmark = pytest.mark.slow
 
@@ -87,6 +89,18 @@ def child() -> None:
         write_atomically(directory / "seen-by-child", service.wait(theirs, timeout_s=20).status.value)
         wait_for_file(directory / "stop")
         service.close()
+    elif scenario == "waiting":  # killed while B waits for A, which runs
+        a = service.enqueue(hold, str(directory))
+        b = service.enqueue(record_run.options(after=a), str(directory / "runs"))
+        wait_for_file(directory / "started")
+        write_atomically(directory / "ids.json", json.dumps({"a": a, "b": b}))
+        time.sleep(120)
+    elif scenario == "retrying":  # killed while a task waits for its retry
+        task_id = service.enqueue(fails_first_time.options(max_retries=2, retry_backoff=1.5), str(directory / "n"))
+        while service.get_status(task_id).status != TaskStatus.RETRYING:
+            time.sleep(0.01)
+        write_atomically(directory / "ids.json", json.dumps({"retrying": task_id}))
+        time.sleep(120)
     elif scenario == "doomed":  # schedules work, then is killed before it is due
         scheduled = service.schedule(record_run, timedelta(seconds=2), str(directory / "runs"))
         write_atomically(directory / "ids.json", json.dumps({"scheduled": scheduled}))
@@ -164,3 +178,28 @@ def test_a_surviving_sibling_takes_over_the_work_of_one_that_died(tmp_path: Path
         assert runs(tmp_path / "runs") == [os.getpid()], "the survivor ran it, once"
     finally:
         service.close()
+
+
+def test_a_retry_wait_survives_a_sigkill_and_the_next_process_makes_the_attempt(tmp_path: Path) -> None:
+    process, ids = start_child("retrying", tmp_path)
+    kill(process)
+    service = service_on(tmp_path)
+    try:
+        result = service.wait(ids["retrying"], timeout_s=20)
+    finally:
+        service.close()
+    assert (result.status, result.attempts, result.result) == (TaskStatus.SUCCEEDED, 2, 2)
+
+
+def test_after_a_sigkill_a_task_waiting_on_the_interrupted_one_is_decided_with_it(tmp_path: Path) -> None:
+    process, ids = start_child("waiting", tmp_path)
+    kill(process)
+    service = service_on(tmp_path)
+    try:
+        a = service.get_status(ids["a"])  # the first use recovers the file, in one transaction
+        b = service.get_status(ids["b"])
+    finally:
+        service.close()
+    assert (a.status, a.error) == (TaskStatus.FAILED, INTERRUPTED_BY_CRASH)
+    assert (b.status, b.error, b.attempts) == (TaskStatus.FAILED, dependency_error(ids["a"], "failed"), 0)
+    assert runs(tmp_path / "runs") == [], "B never ran"

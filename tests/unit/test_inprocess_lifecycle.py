@@ -247,3 +247,33 @@ def test_an_unimportable_task_module_is_reported_not_fatal(caplog: pytest.LogCap
     finally:
         service.close()
     assert "tests.no_such_module" in caplog.text
+
+
+@task(name="tests.inprocess.fails_first_time")
+def fails_first_time(marker: str) -> int:
+    """Fails on its first attempt (a refused delivery), succeeds on the next: the marker counts attempts."""
+    path = Path(marker)
+    attempts = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(attempts))
+    if attempts == 1:
+        raise ConnectionError("refused once")
+    return attempts
+
+
+def test_a_retry_wait_survives_a_graceful_restart_with_sqlite(sqlite_url: str, tmp_path: Path) -> None:
+    first = FastAPITaskService(settings(sqlite_url))
+    marker = tmp_path / "attempts"
+    task_id = first.enqueue(fails_first_time.options(max_retries=2, retry_backoff=1.0), str(marker))
+    wait_for(first, task_id, TaskStatus.RETRYING)
+    first.close()  # a SIGTERM's lifespan shutdown, during the retry's wait
+    waiting = first.get_status(task_id)
+    assert (waiting.status, waiting.attempts) == (TaskStatus.RETRYING, 1), "not failed by the stop"
+
+    second = FastAPITaskService(settings(sqlite_url))  # the restarted process
+    try:
+        result = second.wait(task_id, timeout_s=10)
+    finally:
+        second.close()
+    assert (result.status, result.result, result.attempts) == (TaskStatus.SUCCEEDED, 2, 2)
+    assert waiting.started_at is not None and result.started_at is not None
+    assert (result.started_at - waiting.started_at).total_seconds() >= 0.75, "at its due time, not at once"

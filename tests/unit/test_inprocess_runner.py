@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from backends.inprocess.service import FastAPITaskService
-from taskservice import TaskSettings, TaskStatus, task
+from taskservice import TaskConflict, TaskSettings, TaskStatus, task
 from taskservice.attempts import MAX_RETRY_DELAY_S, retry_delay_s
 from taskservice.task_context import current_reporter
 
@@ -244,3 +244,64 @@ def test_retry_delays_grow_with_bounded_jitter() -> None:
         assert max(delays) - min(delays) > nominal * 0.2, "jittered, so retries of many tasks spread out"
     assert retry_delay_s(2.0, 40) <= MAX_RETRY_DELAY_S * 1.25
     assert retry_delay_s(0.0, 3) == 0.0
+
+
+@task(name="tests.inprocess.log_span")
+def log_span(log: str, seconds: float) -> str:
+    """Append when this body starts and ends, so overlapping bodies show in the file."""
+    with open(log, "a") as out:
+        out.write(f"start {time.monotonic()}\n")
+    time.sleep(seconds)
+    with open(log, "a") as out:
+        out.write(f"end {time.monotonic()}\n")
+    return "done"
+
+
+def spans(log: Path) -> list[tuple[float, float]]:
+    lines = log.read_text().split("\n") if log.exists() else []
+    starts = [float(line.split()[1]) for line in lines if line.startswith("start")]
+    ends = [float(line.split()[1]) for line in lines if line.startswith("end")]
+    return list(zip(starts, ends, strict=False))
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_sync_task_past_its_timeout_holds_its_key_until_its_thread_returns(tmp_path: Path, store: str) -> None:
+    url = "memory://" if store == "memory" else f"sqlite:///{tmp_path / 'tasks.db'}"
+    service = FastAPITaskService(TaskSettings(store_url=url, modules="", shutdown_grace_s=1))
+    log = tmp_path / "spans"
+    try:
+        first = service.enqueue(log_span.options(unique_key="the-key", timeout=0.3), str(log), 1.5)
+        result = service.wait(first)
+        assert (result.status, result.error) == (TaskStatus.FAILED, "TimeoutError: task timed out after 0.3 s")
+        with pytest.raises(TaskConflict) as refused:
+            service.enqueue(log_span.options(unique_key="the-key"), str(log), 0)
+        assert refused.value.active_task_id == first, "the timed-out task holds it while its thread runs"
+        deadline = time.monotonic() + 5
+        while True:  # once the thread has returned, the key is free
+            try:
+                second = service.enqueue(log_span.options(unique_key="the-key"), str(log), 0)
+                break
+            except TaskConflict:
+                assert time.monotonic() < deadline, "the key never freed"
+                time.sleep(0.02)
+        assert service.wait(second).status == TaskStatus.SUCCEEDED
+    finally:
+        service.close()
+    (first_start, first_end), (second_start, _) = spans(log)
+    assert second_start >= first_end, "two bodies with one key never overlap"
+    assert first_end - first_start >= 1.4
+
+
+def test_the_retry_of_a_timed_out_sync_attempt_starts_once_its_thread_returns(
+    service: FastAPITaskService, tmp_path: Path
+) -> None:
+    log = tmp_path / "spans"
+    options = log_span.options(timeout=0.3, max_retries=1, retry_backoff=0.05)
+    result = service.wait(service.enqueue(options, str(log), 0.8), timeout_s=10)
+    assert (result.status, result.attempts) == (TaskStatus.FAILED, 2)
+    deadline = time.monotonic() + 5
+    while len(spans(log)) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    (_, first_end), (second_start, _) = spans(log)
+    assert second_start >= first_end, "the next attempt waited for the previous body"

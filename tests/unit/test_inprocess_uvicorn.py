@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,17 @@ from taskservice import (
     task,
     task_service_lifespan,
 )
-from tests.processes import VENV_BIN, base_env, free_port, spawn, stop_process, wait_for_log, wait_for_port
+from taskservice.testing import processes
+from tests.processes import (
+    VENV_BIN,
+    base_env,
+    free_port,
+    spawn,
+    stop_process,
+    uvicorn_server,
+    wait_for_log,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.slow  # real uvicorn processes
 APP = "tests.unit.test_inprocess_uvicorn:app"
@@ -57,6 +68,11 @@ async def fail() -> None:
     raise RuntimeError("this task fails; the next one runs anyway")
 
 
+@task(name="tests.inprocess.http.pid")
+async def task_pid() -> int:
+    return os.getpid()
+
+
 @task(name="tests.inprocess.http.nap")
 def nap(seconds: float) -> str:
     time.sleep(seconds)
@@ -71,6 +87,16 @@ app.include_router(create_tasks_router(admin_dependencies=[]))
 @app.get("/ping")
 def ping() -> dict[str, float]:  # a sync endpoint: it needs a thread of the server's request pool
     return {"at": time.time()}
+
+
+@app.get("/pid")
+async def pid() -> int:
+    return os.getpid()
+
+
+@app.post("/task-pid")
+async def enqueue_task_pid(service: TaskServiceDep) -> str:
+    return service.enqueue(task_pid)
 
 
 @app.post("/async-defer")
@@ -267,3 +293,62 @@ def test_what_is_not_refused(tmp_path: Path, extra: tuple[str, ...]) -> None:
         assert "cannot work" not in log.read_text()
     finally:
         stop_process(process, timeout_s=10)
+
+
+@pytest.mark.parametrize("server_kind", ["uvicorn", "gunicorn"])
+def test_the_default_store_serves_several_workers_out_of_the_box(tmp_path: Path, server_kind: str) -> None:
+    if server_kind == "gunicorn" and not (VENV_BIN / "gunicorn").exists():
+        pytest.skip("gunicorn is not installed (pip install gunicorn)")
+    env = base_env(TASK_MODULES="tests.unit.test_inprocess_uvicorn")  # no TASK_STORE_URL: the default
+    port = free_port()
+    if server_kind == "uvicorn":
+        args = [str(VENV_BIN / "uvicorn"), APP, "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    else:
+        args = [str(VENV_BIN / "gunicorn"), APP, "-w", "2", "-k", "uvicorn.workers.UvicornWorker"]
+        args += ["-b", f"127.0.0.1:{port}"]
+    log = tmp_path / "server.log"
+    process = processes.spawn(args, env, log, tmp_path)  # the working directory is the app's, not the checkout
+    try:
+        wait_for_log(log, "Application startup complete", process, 30)
+        url = f"http://127.0.0.1:{port}"
+        pids: set[int] = set()
+        deadline = time.monotonic() + 20
+        while len(pids) < 2:  # a fresh connection each time, until both workers have answered
+            assert time.monotonic() < deadline, f"only worker(s) {pids} answered"
+            pids.add(httpx.get(f"{url}/pid", timeout=10).json())
+        ids = [httpx.post(f"{url}/task-pid", timeout=10).json() for _ in range(20)]
+        ran_in: set[int] = set()
+        for task_id in ids:
+            for _ in range(4):  # each record read through several connections, so through either worker
+                with httpx.Client(base_url=url, timeout=10) as client:
+                    answer = client.get(f"/tasks/{task_id}")
+                    assert answer.status_code == 200, "every worker sees every worker's tasks"
+            with httpx.Client(base_url=url, timeout=10) as client:
+                ran_in.add(wait_final(client, task_id)["result"])
+        assert ran_in <= pids
+        assert (tmp_path / ".taskservice" / "tasks.sqlite3").exists(), "the default store, under the working directory"
+        assert "cannot work" not in log.read_text()
+    finally:
+        stop_process(process, timeout_s=15)
+
+
+def test_memory_store_full_of_active_tasks_refuses_new_work_with_a_503(tmp_path: Path) -> None:
+    """The reference app, as served: scheduled notifications fill memory:// up to its bound, then 503."""
+    env = base_env(
+        TASK_BACKEND="fastapi",
+        TASK_STORE_URL="memory://",
+        TASK_MEMORY_MAX_ACTIVE_TASKS="3",
+        TASK_MODULES="app.tasks",
+        APP_DATA_DIR=str(tmp_path / "data"),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'app.sqlite3'}",
+        APP_UPKEEP_INTERVAL_S="86400",
+    )
+    send_at = (datetime.now(UTC) + timedelta(days=20)).isoformat()
+    note = {"to": "ada@example.com", "subject": "Later", "body": "...", "send_at": send_at}
+    with uvicorn_server(env, tmp_path / "app.log") as url, httpx.Client(base_url=url, timeout=10) as client:
+        accepted = [client.post("/notifications", json=note) for _ in range(3)]
+        assert [answer.status_code for answer in accepted] == [202, 202, 202]
+        refused = client.post("/notifications", json=note)
+        assert refused.status_code == 503, refused.text
+        assert "TASK_MEMORY_MAX_ACTIVE_TASKS" in refused.json()["detail"]
+        assert client.get("/health").status_code == 200, "the server itself is fine"

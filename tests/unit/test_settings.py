@@ -33,7 +33,8 @@ def test_defaults_run_the_in_process_backend_on_a_bare_machine() -> None:
     assert settings.async_concurrency == 100
 
     inprocess = settings.for_backend(InProcessSettings)
-    assert inprocess.store_url == "memory://" and inprocess.sqlite_path is None
+    assert inprocess.store_url == "sqlite:///.taskservice/tasks.sqlite3", "durable by default; memory:// is opt-in"
+    assert inprocess.sqlite_path == ".taskservice/tasks.sqlite3"
     assert (inprocess.thread_concurrency, inprocess.shutdown_grace_s) == (8, 10.0)
     celery = settings.for_backend(CelerySettings)
     assert celery.redis_url == "redis://localhost:6379/0"

@@ -22,7 +22,7 @@ from backends.inprocess.store.base import (
     Outcome,
     TaskStore,
 )
-from backends.inprocess.store.memory import MemoryTaskStore
+from backends.inprocess.store.memory import MemoryTaskStore, TooManyActiveTasks
 from backends.inprocess.store.sqlite import SQLiteTaskStore
 from taskservice import TaskConflict, TaskStatus, task
 from taskservice.codec import encode_arguments
@@ -192,7 +192,7 @@ def test_unique_key_is_held_while_active_and_freed_by_every_ending(store: TaskSt
         store.insert(make_call(unique_key="key-3"))  # a retrying task still holds its key
 
 
-def test_end_run_interrupts_running_and_retrying_tasks(store: TaskStore) -> None:
+def test_end_run_interrupts_running_tasks_and_keeps_or_drops_the_rest(store: TaskStore) -> None:
     running, retrying, pending = make_call(unique_key="k"), make_call(), make_call()
     for call in (running, retrying, pending):
         store.insert(call)
@@ -200,15 +200,16 @@ def test_end_run_interrupts_running_and_retrying_tasks(store: TaskStore) -> None
     store.record_outcomes([failed(retrying, status=TaskStatus.RETRYING)])
     store.end_run(now())
 
-    for call in (running, retrying):
-        ended = store.get(call.id)
-        assert ended is not None and (ended.status, ended.error) == (TaskStatus.FAILED, INTERRUPTED_BY_STOP)
-    left = store.get(pending.id)
-    assert left is not None
+    ended = store.get(running.id)
+    assert ended is not None and (ended.status, ended.error) == (TaskStatus.FAILED, INTERRUPTED_BY_STOP)
+    waiting_retry, left = store.get(retrying.id), store.get(pending.id)
+    assert waiting_retry is not None and left is not None
     if store.keeps_tasks_across_restarts:
         assert left.status == TaskStatus.PENDING, "the next run adopts it"
+        assert waiting_retry.status == TaskStatus.RETRYING, "and makes its next attempt"
     else:
         assert (left.status, left.error) == (TaskStatus.FAILED, DROPPED_BY_STOP)
+        assert (waiting_retry.status, waiting_retry.error) == (TaskStatus.FAILED, INTERRUPTED_BY_STOP)
     store.begin_run(RunOwner.for_this_process())
     store.insert(make_call(unique_key="k"))  # the interrupted task freed its key
 
@@ -250,6 +251,7 @@ def test_periodic_slot_records_a_normal_task(store: TaskStore) -> None:
 
 def test_memory_store_stays_bounded_whatever_the_ttl() -> None:
     store = MemoryTaskStore(max_finished_records=10)
+    store.begin_run(RunOwner.for_this_process())
     calls = [make_call() for _ in range(25)]
     for call in calls:
         store.insert(call)
@@ -325,17 +327,21 @@ def test_a_dead_runs_tasks_are_settled_and_adopted_a_live_ones_are_not(tmp_path:
     for call in (running, retrying, pending, scheduled):
         dead.insert(call)
     dead.claim([running.id, retrying.id], now())
-    dead.record_outcomes([failed(retrying, status=TaskStatus.RETRYING)])
+    retry = Outcome(retrying.id, 1, TaskStatus.RETRYING, now(), error="ValueError: no", retry_delay_s=30.0)
+    dead.record_outcomes([retry])
 
     survivor = SQLiteTaskStore(path)
-    adopted = survivor.begin_run(RunOwner.for_this_process())
+    tasks = survivor.begin_run(RunOwner.for_this_process())
 
-    assert [call.id for call in adopted] == [pending.id, scheduled.id]
-    assert adopted[1].run_at == scheduled.run_at and adopted[0].arguments.decoded_copy() == ([1, 2], {})
-    assert adopted[0].task.name == "tests.stores.add" and adopted[0].task.func is add.func
-    for call in (running, retrying):
-        settled = survivor.get(call.id)
-        assert settled is not None and (settled.status, settled.error) == (TaskStatus.FAILED, INTERRUPTED_BY_CRASH)
+    adopted = [task.call for task in tasks]
+    assert [call.id for call in adopted] == [retrying.id, pending.id, scheduled.id]
+    assert [task.due_at for task in tasks] == [retry.retry_at, None, scheduled.run_at], "each at its time"
+    assert adopted[1].arguments.decoded_copy() == ([1, 2], {})
+    assert adopted[1].task.name == "tests.stores.add" and adopted[1].task.func is add.func
+    settled = survivor.get(running.id)
+    assert settled is not None and (settled.status, settled.error) == (TaskStatus.FAILED, INTERRUPTED_BY_CRASH)
+    waiting_retry = survivor.get(retrying.id)
+    assert waiting_retry is not None and (waiting_retry.status, waiting_retry.attempts) == (TaskStatus.RETRYING, 1)
     still = survivor.get(live_call.id)
     assert still is not None and still.status == TaskStatus.RUNNING, "a live sibling's task is left alone"
     assert SQLiteTaskStore(path).begin_run(RunOwner.for_this_process()) == [], "adopted once only"
@@ -350,7 +356,7 @@ def test_a_run_whose_heartbeat_stopped_counts_as_dead(tmp_path: Path) -> None:
     watcher = SQLiteTaskStore(path, stale_after_s=0.2)
     assert watcher.begin_run(RunOwner.for_this_process()) == []
     threading.Event().wait(0.3)
-    assert [adopted.id for adopted in watcher.heartbeat()] == [call.id]
+    assert [adopted.call.id for adopted in watcher.heartbeat()] == [call.id]
 
 
 def test_a_stopped_runs_pending_and_scheduled_tasks_go_to_the_next_run(tmp_path: Path) -> None:
@@ -364,7 +370,7 @@ def test_a_stopped_runs_pending_and_scheduled_tasks_go_to_the_next_run(tmp_path:
     first.close()
 
     nxt = SQLiteTaskStore(path)
-    assert {call.id for call in nxt.begin_run(RunOwner.for_this_process())} == {pending.id, scheduled.id}
+    assert {task.call.id for task in nxt.begin_run(RunOwner.for_this_process())} == {pending.id, scheduled.id}
 
 
 def test_a_live_sibling_adopts_what_a_stopped_run_left_at_its_next_heartbeat(tmp_path: Path) -> None:
@@ -373,7 +379,7 @@ def test_a_live_sibling_adopts_what_a_stopped_run_left_at_its_next_heartbeat(tmp
     stopping.insert(left)
     assert survivor.heartbeat() == [], "the sibling is alive: nothing to take"
     stopping.end_run(now())
-    assert [call.id for call in survivor.heartbeat()] == [left.id]
+    assert [task.call.id for task in survivor.heartbeat()] == [left.id]
     assert survivor.heartbeat() == [], "taken once"
 
 
@@ -386,7 +392,8 @@ def test_an_unknown_task_name_is_adopted_and_fails_clearly_when_run(tmp_path: Pa
     with first._transaction() as conn:  # a task registered by a module this process never imports
         conn.execute("UPDATE tasks SET name = 'tests.stores.gone' WHERE id = ?", (orphan.id,))
 
-    (adopted,) = SQLiteTaskStore(path).begin_run(RunOwner.for_this_process())
+    (task,) = SQLiteTaskStore(path).begin_run(RunOwner.for_this_process())
+    adopted = task.call
     assert adopted.task.name == "tests.stores.gone" and adopted.task.is_async
     with pytest.raises(LookupError, match="TASK_MODULES"):
         adopted.task.func().send(None)
@@ -410,3 +417,18 @@ def test_process_identity_tells_a_reused_pid_apart() -> None:
     assert pid_is_running(os.getpid(), me)
     assert not pid_is_running(os.getpid(), str(int(me) + 1)), "same pid, another start: dead"
     assert not pid_is_running(dead_pid(), None)
+
+
+def test_memory_store_bounds_its_active_tasks() -> None:
+    store = MemoryTaskStore(max_active_tasks=3)
+    store.begin_run(RunOwner.for_this_process())
+    later = now() + timedelta(days=30)
+    held = [make_call(run_at=later) for _ in range(3)]
+    for call in held:
+        store.insert(call)
+    with pytest.raises(TooManyActiveTasks, match="TASK_MEMORY_MAX_ACTIVE_TASKS") as refused:
+        store.insert(make_call())
+    assert isinstance(refused.value, BackendUnavailable), "a 503 at the edge, like any backend outage"
+    store.cancel(held[0].id, now())  # finished records do not count: only active ones hold timers
+    store.insert(make_call())
+    assert store.stats().counts[TaskStatus.SCHEDULED] == 2

@@ -16,7 +16,9 @@ def open_task_store(settings: InProcessSettings) -> TaskStore:
     if path is None:
         from backends.inprocess.store.memory import MemoryTaskStore
 
-        return MemoryTaskStore(max_finished_records=settings.memory_max_records)
+        return MemoryTaskStore(
+            max_finished_records=settings.memory_max_records, max_active_tasks=settings.memory_max_active_tasks
+        )
     from backends.inprocess.store.sqlite import SQLiteTaskStore
 
     return SQLiteTaskStore(path)

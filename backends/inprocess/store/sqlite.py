@@ -1,55 +1,80 @@
 """``SQLiteTaskStore``: task records in one SQLite file, shared by the processes of one machine.
 
 Durability: WAL with ``synchronous=NORMAL``, so a record is on disk (against a process crash)
-once the statement that wrote it returns; ``insert`` commits before ``enqueue`` returns.
-Sharing: every record names the run that owns it (``runs`` table: token, pid, start time,
-heartbeat). A run that is gone leaves its tasks to the next run that looks (at start and at
-every heartbeat): ``running``/``retrying`` ones end ``failed`` (interrupted), ``pending`` and
-``scheduled`` ones are adopted and still run. Every transition is one conditional UPDATE,
-so two processes never both claim a task, and a periodic slot is claimed through a primary key.
+once the transaction that wrote it has committed; ``insert`` commits before ``enqueue`` returns,
+and ``submit_insert`` (``aenqueue``) calls ``done`` only after its commit.
+Sharing: every record names the run that owns it (``sqlite_runs``). Every transition is a
+conditional UPDATE inside a transaction (``sqlite_transitions``), so two processes never both
+claim a task, and a periodic slot is claimed through a primary key.
 
-One connection per store, guarded by a lock; SQLite's own lock (``busy_timeout``) orders the
-processes.
+One connection per store, guarded by a lock: the sync API uses it from the caller's thread, the
+writer thread (``sqlite_writer``) for what the event loop hands over. SQLite's own lock
+(``busy_timeout``) orders the processes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
+import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from backends.inprocess.process_identity import RunOwner, owner_is_alive
-from backends.inprocess.store.base import INTERRUPTED_BY_CRASH, INTERRUPTED_BY_STOP, Ended
+from backends.inprocess.process_identity import RunOwner
+from backends.inprocess.store import sqlite_runs, sqlite_transitions
+from backends.inprocess.store.base import Admission, Adopted, Decided, Done, Ended
 from backends.inprocess.store.sqlite_schema import (
     ACTIVE,
     ADDED_COLUMNS,
-    ADOPTABLE,
     CALL_COLUMNS,
-    CLAIMABLE,
-    INSERT,
-    INTERRUPTIBLE,
     NOT_SUCCEEDED,
     SCHEMA,
     SNAPSHOT_COLUMNS,
     call_from_row,
-    insert_params,
+    from_us,
     snapshot_from_row,
     to_us,
 )
+from backends.inprocess.store.sqlite_writer import SQLiteWriter, Work
 from taskservice.attempts import Outcome
-from taskservice.errors import BackendUnavailable, TaskConflict
-from taskservice.models import TaskResult, TaskStatus
+from taskservice.errors import BackendUnavailable, ServiceStopped
+from taskservice.models import TaskResult, TaskStats, TaskStatus
 from taskservice.service import TaskCall, TaskQuery
 
-FAILED = TaskStatus.FAILED.value
-RUNNING = TaskStatus.RUNNING.value
-CANCELLED = TaskStatus.CANCELLED.value
+log = logging.getLogger("taskservice")
 _PRUNE_CHUNK = 2000
+PENDING = TaskStatus.PENDING.value
+SUCCEEDED = TaskStatus.SUCCEEDED.value
+
+
+def store_error(exc: BaseException) -> BaseException:
+    """``BackendUnavailable`` for a database that cannot be used; a write this one record spoils stays as it is.
+
+    OperationalError (locked, disk I/O, full, unreadable) and a corrupt file are the store's
+    trouble; IntegrityError (a constraint, a trigger's RAISE), DataError (too big), binding and
+    encoding errors belong to the record being written.
+    """
+    unusable = isinstance(exc, (sqlite3.OperationalError, OSError)) or type(exc) is sqlite3.DatabaseError
+    if not unusable:
+        return exc
+    # The message reaches callers (a 503's detail): it names the setting, not the server's path.
+    error = BackendUnavailable(
+        f"the SQLite task store cannot be used: {exc} (check TASK_STORE_URL, that the file and "
+        "its directory are writable, and free disk space)"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _log_failure(result: object) -> None:
+    if isinstance(result, BaseException):
+        log.error("taskservice: the SQLite task store could not release unique keys: %s", result)
 
 
 class SQLiteTaskStore:
@@ -62,111 +87,66 @@ class SQLiteTaskStore:
             raise BackendUnavailable(
                 f"the sqlite:// store needs SQLite >= 3.35, this Python has {sqlite3.sqlite_version}"
             )
-        self.path = path
+        # Resolved once: a later chdir of the process must not move the store (a relative PATH is
+        # relative to the working directory the service was created in).
+        self.path = os.path.abspath(path)
         self.stale_after_s = stale_after_s  # a run whose heartbeat is this old counts as dead
         self.busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
         self._owner: RunOwner | None = None
-        self._ended: list[Ended] = []  # tasks of dead runs this store failed, not yet reported
+        self._ended: list[Ended] = []  # tasks this store ended by itself, not yet reported
+        self._writer = SQLiteWriter(self)
+        # aenqueue calls waiting for the writer, per event loop: (call, done) in arrival order
+        self._inserts: dict[asyncio.AbstractEventLoop, list[tuple[TaskCall, Done[Admission | Ended]]]] = {}
+        self._inserts_lock = threading.Lock()
 
     # -- runs ---------------------------------------------------------------------------
 
-    def begin_run(self, owner: RunOwner) -> list[TaskCall]:
+    def begin_run(self, owner: RunOwner) -> list[Adopted]:
         self._owner = owner
         with self._transaction() as conn:
-            self._register(conn, owner)
-            return self._recover(conn, owner, look_for_orphans=True)
+            sqlite_runs.register(conn, owner)
+            adopted, ended = sqlite_runs.recover(conn, owner, self.stale_after_s, look_for_orphans=True)
+        self._note_ended(ended)
+        return adopted
 
-    def heartbeat(self) -> list[TaskCall]:
+    def heartbeat(self) -> list[Adopted]:
         owner = self._require_owner()
         with self._transaction() as conn:
             updated = conn.execute(
                 "UPDATE runs SET heartbeat_at = ? WHERE token = ?", (to_us(datetime.now(UTC)), owner.token)
             ).rowcount
             if not updated:  # a sibling took this run for dead (a long pause): say it is alive again
-                self._register(conn, owner)
-            return self._recover(conn, owner, look_for_orphans=False)
+                sqlite_runs.register(conn, owner)
+            adopted, ended = sqlite_runs.recover(conn, owner, self.stale_after_s, look_for_orphans=False)
+        self._note_ended(ended)
+        return adopted
 
     def end_run(self, now: datetime) -> list[Ended]:
         owner = self._owner
         if owner is None:
             return []
+        self._writer.close()  # what the loop handed over is committed first
         with self._transaction() as conn:
-            rows = conn.execute(
-                f"UPDATE tasks SET status = '{FAILED}', error = ?, traceback = NULL, finished_at = ? "
-                f"WHERE {NOT_SUCCEEDED} AND {INTERRUPTIBLE} AND owner = ? RETURNING id, name, attempts",
-                (INTERRUPTED_BY_STOP, to_us(now), owner.token),
-            ).fetchall()
-            # Its pending and scheduled tasks stay. The run's heartbeat is set to "long ago", so the
-            # next heartbeat of a sibling, or the next run's start, adopts them.
-            conn.execute("UPDATE runs SET heartbeat_at = 0 WHERE token = ?", (owner.token,))
+            ended = sqlite_runs.end_run(conn, owner, now)
         self._owner = None
-        return [Ended(task_id, name, attempts, INTERRUPTED_BY_STOP) for task_id, name, attempts in rows]
+        return ended
 
     def take_ended(self) -> list[Ended]:
         with self._lock:
             ended, self._ended = self._ended, []
         return ended
 
-    def _register(self, conn: sqlite3.Connection, owner: RunOwner) -> None:
-        conn.execute(
-            "INSERT OR REPLACE INTO runs (token, pid, host, process_start, heartbeat_at) VALUES (?, ?, ?, ?, ?)",
-            (owner.token, owner.pid, owner.host, owner.process_start, to_us(datetime.now(UTC))),
-        )
-
-    def _recover(self, conn: sqlite3.Connection, owner: RunOwner, look_for_orphans: bool) -> list[TaskCall]:
-        """In a transaction: settle the tasks of runs that are gone; return the calls adopted.
-
-        A heartbeat reads only the small ``runs`` table; a start also looks for tasks whose run is
-        not registered at all (which costs a scan of the active tasks).
-        """
-        now_us = to_us(datetime.now(UTC))
-        registered: set[str] = {owner.token}
-        gone: list[str] = []
-        for token, pid, host, started, heartbeat_at in conn.execute(
-            "SELECT token, pid, host, process_start, heartbeat_at FROM runs WHERE token <> ?", (owner.token,)
-        ).fetchall():
-            registered.add(token)
-            age_s = (now_us - heartbeat_at) / 1e6
-            if not owner_is_alive(
-                pid=pid, host=host, started=started, heartbeat_age_s=age_s, stale_after_s=self.stale_after_s
-            ):
-                gone.append(token)
-        if look_for_orphans:
-            owners = conn.execute(f"SELECT DISTINCT owner FROM tasks WHERE {NOT_SUCCEEDED} AND {ACTIVE}").fetchall()
-            gone += [token for (token,) in owners if token not in registered]
-        adopted: list[TaskCall] = []
-        for token in gone:
-            ended = conn.execute(
-                f"UPDATE tasks SET status = '{FAILED}', error = ?, traceback = NULL, finished_at = ? "
-                f"WHERE {NOT_SUCCEEDED} AND {INTERRUPTIBLE} AND owner = ? RETURNING id, name, attempts",
-                (INTERRUPTED_BY_CRASH, now_us, token),
-            ).fetchall()
-            self._ended += [Ended(task_id, name, attempts, INTERRUPTED_BY_CRASH) for task_id, name, attempts in ended]
-            rows = conn.execute(
-                f"UPDATE tasks SET owner = ? WHERE {NOT_SUCCEEDED} AND {ADOPTABLE} "
-                f"AND owner = ? RETURNING {CALL_COLUMNS}",
-                (owner.token, token),
-            ).fetchall()
-            adopted.extend(call_from_row(row) for row in rows)
-            conn.execute("DELETE FROM runs WHERE token = ?", (token,))
-        adopted.sort(key=lambda call: call.enqueued_at)
-        return adopted
-
     # -- tasks --------------------------------------------------------------------------
 
-    def insert(self, call: TaskCall) -> None:
+    def insert(self, call: TaskCall) -> Admission | Ended:
         owner = self._require_owner()
-        with self._using() as conn:
-            try:
-                conn.execute(INSERT, insert_params(call, owner.token))
-            except sqlite3.IntegrityError as exc:
-                key = call.options.unique_key
-                if key is None or "unique_key" not in str(exc):
-                    raise
-                holder = conn.execute(f"SELECT id FROM tasks WHERE unique_key = ? AND {ACTIVE}", (key,)).fetchone()
-                raise TaskConflict(key, holder[0] if holder else None) from None
+        if call.options.after is None:  # the common case: one statement, committed on its own
+            with self._using() as conn:
+                return sqlite_transitions.insert_task(conn, call, owner.token)
+        with self._transaction() as conn:
+            return sqlite_transitions.insert_task(conn, call, owner.token)
 
     def get(self, task_id: str) -> TaskResult | None:
         with self._using() as conn:
@@ -177,7 +157,7 @@ class SQLiteTaskStore:
         conditions: list[str] = []
         params: list[Any] = []
         if query.status is TaskStatus.SUCCEEDED:
-            conditions.append(f"status = '{TaskStatus.SUCCEEDED.value}'")
+            conditions.append(f"status = '{SUCCEEDED}'")
         elif query.status is not None:
             conditions += ["status = ?", NOT_SUCCEEDED]  # NOT_SUCCEEDED: the partial index applies
             params.append(query.status.value)
@@ -199,6 +179,32 @@ class SQLiteTaskStore:
             rows = conn.execute(sql, (*params, query.limit)).fetchall()
         return [snapshot_from_row(row) for row in rows]
 
+    def stats(self) -> TaskStats:
+        """Counts by status: the unfinished ones from the status index, the succeeded ones by difference."""
+        with self._using() as conn:
+            rows = conn.execute(f"SELECT status, count(*) FROM tasks WHERE {NOT_SUCCEEDED} GROUP BY status").fetchall()
+            (total,) = conn.execute("SELECT count(*) FROM tasks").fetchone()
+            (oldest,) = conn.execute(
+                f"SELECT min(enqueued_at) FROM tasks WHERE status = '{PENDING}' AND {NOT_SUCCEEDED}"
+            ).fetchone()
+        counts = dict.fromkeys(TaskStatus, 0)
+        for status, count in rows:
+            counts[TaskStatus(status)] = count
+        counts[TaskStatus.SUCCEEDED] = total - sum(counts.values())
+        return TaskStats(counts=counts, oldest_pending_enqueued_at=from_us(oldest))
+
+    def unfinished(self, task_ids: Collection[str]) -> set[str]:
+        owner = self._owner
+        if owner is None or not task_ids:
+            return set()
+        with self._using() as conn:
+            rows = conn.execute(
+                f"SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?)) AND {NOT_SUCCEEDED} "
+                f"AND {ACTIVE} AND owner = ?",
+                (json.dumps(list(task_ids)), owner.token),
+            ).fetchall()
+        return {task_id for (task_id,) in rows}
+
     def retry_source(self, task_id: str) -> tuple[TaskStatus, TaskCall] | None:
         with self._using() as conn:
             row = conn.execute(f"SELECT status, {CALL_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
@@ -214,51 +220,31 @@ class SQLiteTaskStore:
     def claim(self, task_ids: Sequence[str], now: datetime) -> dict[str, int]:
         owner = self._require_owner()
         with self._using() as conn:
-            rows = conn.execute(
-                f"UPDATE tasks SET status = '{RUNNING}', attempts = attempts + 1, started_at = ?, owner = ?, "
-                f"progress = NULL, progress_message = NULL "
-                f"WHERE id IN (SELECT value FROM json_each(?)) AND {CLAIMABLE} RETURNING id, attempts",
-                (to_us(now), owner.token, json.dumps(list(task_ids))),
-            ).fetchall()
-        return dict(rows)
+            return sqlite_transitions.claim_tasks(conn, task_ids, now, owner.token)
 
-    def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
-        params = [
-            (
-                outcome.status.value,
-                None if outcome.status is not TaskStatus.SUCCEEDED else json.dumps(outcome.result),
-                outcome.error,
-                outcome.traceback,
-                None if outcome.status is TaskStatus.RETRYING else to_us(outcome.at),
-                outcome.task_id,
-                outcome.attempt,
-            )
-            for outcome in outcomes
-        ]
+    def record_outcomes(self, outcomes: Sequence[Outcome], holding_keys: Collection[str] = ()) -> Decided:
+        token = self._require_owner().token
         with self._transaction() as conn:
-            conn.executemany(
-                "UPDATE tasks SET status = ?, result = ?, error = ?, traceback = ?, finished_at = ? "
-                f"WHERE id = ? AND attempts = ? AND status = '{RUNNING}'",
-                params,
-            )
+            return sqlite_transitions.record_outcomes(conn, outcomes, holding_keys, token)
+
+    def release_keys(self, task_ids: Collection[str]) -> None:
+        with self._using() as conn:
+            sqlite_transitions.release_keys(conn, task_ids)
 
     def report_progress(self, task_id: str, attempt: int, percent: float, message: str | None) -> None:
         with self._using() as conn:
             conn.execute(
                 "UPDATE tasks SET progress = ?, progress_message = ? "
-                f"WHERE id = ? AND attempts = ? AND status = '{RUNNING}'",
+                "WHERE id = ? AND attempts = ? AND status = 'running'",
                 (percent, message, task_id, attempt),
             )
 
     def cancel(self, task_id: str, now: datetime) -> bool | None:
-        with self._using() as conn:
-            changed = conn.execute(
-                f"UPDATE tasks SET status = '{CANCELLED}', finished_at = ? WHERE id = ? AND {CLAIMABLE}",
-                (to_us(now), task_id),
-            ).rowcount
-            if changed:
-                return True
-            return False if conn.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() else None
+        owner = self._owner
+        with self._transaction() as conn:
+            cancelled, decided = sqlite_transitions.cancel_task(conn, task_id, to_us(now), owner.token if owner else "")
+        self._note_ended(decided.ended)
+        return cancelled
 
     def abandon(self, task_id: str, now: datetime) -> None:
         """Nothing to do: once this run has ended, its pending tasks are adopted by the next run."""
@@ -272,7 +258,7 @@ class SQLiteTaskStore:
             )
             if not firing.rowcount:
                 return False
-            conn.execute(INSERT, insert_params(call, owner.token))
+            sqlite_transitions.insert_task(conn, call, owner.token)
         return True
 
     def prune(self, finished_before: datetime) -> int:
@@ -281,7 +267,8 @@ class SQLiteTaskStore:
         while True:  # in chunks, so other threads and processes get the lock in between
             with self._using() as conn:
                 deleted = conn.execute(
-                    "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE finished_at < ? LIMIT ?)",
+                    "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE finished_at < ? "
+                    "AND key_held IS NULL LIMIT ?)",
                     (cutoff, _PRUNE_CHUNK),
                 ).rowcount
             pruned += deleted
@@ -292,16 +279,111 @@ class SQLiteTaskStore:
         return pruned
 
     def close(self) -> None:
+        self._writer.close()
         with self._lock:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
 
+    # -- for the runner and aenqueue: through the writer thread ------------------------------
+
+    def submit_insert(self, call: TaskCall, loop: asyncio.AbstractEventLoop, done: Done[Admission | Ended]) -> None:
+        """Inserts handed over from one loop before the writer reaches them go in one ``executemany``."""
+        token = self._require_owner().token
+        with self._inserts_lock:
+            queued = self._inserts.get(loop)
+            if queued is not None:
+                queued.append((call, done))
+                return
+            queued = self._inserts[loop] = [(call, done)]
+
+        def work(conn: sqlite3.Connection) -> list[Admission | Ended | BaseException]:
+            with self._inserts_lock:  # from here on, new inserts start a new batch
+                self._inserts.pop(loop, None)
+            return sqlite_transitions.insert_tasks(conn, [call for call, _ in queued], token, store_error)
+
+        def delivered(results: list[Admission | Ended | BaseException] | BaseException) -> None:
+            for index, (_call, each_done) in enumerate(queued):
+                each_done(results if isinstance(results, BaseException) else results[index])
+
+        self._writer.submit(work, loop, delivered)
+
+    def submit_claim(
+        self, task_ids: Sequence[str], now: datetime, loop: asyncio.AbstractEventLoop, done: Done[dict[str, int]]
+    ) -> None:
+        token = self._require_owner().token
+        self._writer.submit(lambda conn: sqlite_transitions.claim_tasks(conn, task_ids, now, token), loop, done)
+
+    def submit_outcomes(
+        self,
+        outcomes: Sequence[Outcome],
+        holding_keys: Collection[str],
+        loop: asyncio.AbstractEventLoop,
+        done: Done[Decided],
+    ) -> None:
+        token = self._require_owner().token
+        self._writer.submit(
+            lambda conn: sqlite_transitions.record_outcomes(conn, outcomes, holding_keys, token), loop, done
+        )
+
+    def submit_release_keys(self, task_ids: Collection[str], loop: asyncio.AbstractEventLoop) -> None:
+        ids = list(task_ids)
+        self._writer.submit(lambda conn: sqlite_transitions.release_keys(conn, ids), loop, _log_failure)
+
+    def run_together(self, works: list[Work]) -> list[Any]:
+        """For the writer: ``works`` in one transaction; one that raises is undone alone (savepoints)."""
+        with self._lock:
+            try:
+                conn = self._connect()
+                conn.execute("BEGIN IMMEDIATE")
+            except Exception as exc:
+                return [store_error(exc)] * len(works)
+            try:
+                results = [work(conn) for work in works]
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if len(works) == 1 or not isinstance(exc, Exception):
+                    return [store_error(exc)] * len(works)
+                return self._run_apart(conn, works)
+            try:
+                conn.execute("COMMIT")
+            except Exception as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                return [store_error(exc)] * len(works)
+            return results
+
+    def _run_apart(self, conn: sqlite3.Connection, works: list[Work]) -> list[Any]:
+        """Caller holds the lock: one transaction again, each write in its own savepoint."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            results: list[Any] = []
+            for work in works:
+                conn.execute("SAVEPOINT write")
+                try:
+                    results.append(work(conn))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO write")
+                    results.append(store_error(exc))
+                conn.execute("RELEASE write")
+            conn.execute("COMMIT")
+        except Exception as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            return [store_error(exc)] * len(works)
+        return results
+
     # -- plumbing -----------------------------------------------------------------------
 
+    def _note_ended(self, ended: list[Ended]) -> None:
+        if ended:
+            with self._lock:
+                self._ended += ended
+
     def _require_owner(self) -> RunOwner:
-        if self._owner is None:
-            raise RuntimeError("the store has no run: begin_run() first")
+        if self._owner is None:  # never begun, or ended by a stop that this call raced
+            raise ServiceStopped("the task service is stopped: start it again to enqueue")
         return self._owner
 
     @contextlib.contextmanager
@@ -310,13 +392,11 @@ class SQLiteTaskStore:
         with self._lock:
             try:
                 yield self._connect()
-            except sqlite3.IntegrityError:
-                raise
             except (sqlite3.Error, OSError) as exc:
-                raise BackendUnavailable(
-                    f"the task store sqlite:///{self.path} cannot be used: {exc} "
-                    "(check TASK_STORE_URL, that the file and its directory are writable, and free disk space)"
-                ) from exc
+                translated = store_error(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from taskservice.codec import Arguments
-from taskservice.models import ACTIVE_STATUSES, CLAIMABLE_STATUSES, TaskResult, TaskStatus, in_order
+from taskservice.models import ACTIVE_STATUSES, CLAIMABLE_STATUSES, FINAL_STATUSES, TaskResult, TaskStatus, in_order
 from taskservice.registry import Task, TaskOptions, registered_tasks
 from taskservice.service import TaskCall
 
@@ -30,8 +30,17 @@ def status_list(statuses: frozenset[TaskStatus]) -> str:
 ACTIVE = f"status IN {status_list(ACTIVE_STATUSES)}"
 CLAIMABLE = f"status IN {status_list(CLAIMABLE_STATUSES)}"
 NOT_SUCCEEDED = f"status <> '{TaskStatus.SUCCEEDED.value}'"
-INTERRUPTIBLE = f"status IN {status_list(frozenset({TaskStatus.RUNNING, TaskStatus.RETRYING}))}"
-ADOPTABLE = f"status IN {status_list(frozenset({TaskStatus.PENDING, TaskStatus.SCHEDULED}))}"
+# What a stop or a crash cuts off. A retrying task is not: its next attempt is due at retry_at, and the
+# run that adopts it (the next start, a live sibling) makes that attempt, as it runs a scheduled task.
+INTERRUPTIBLE = f"status IN {status_list(frozenset({TaskStatus.RUNNING}))}"
+ADOPTABLE = CLAIMABLE
+
+WAITING = f"status IN {status_list(frozenset({TaskStatus.PENDING, TaskStatus.SCHEDULED}))}"
+FINAL = f"status IN {status_list(FINAL_STATUSES)}"
+# Claimable and not waiting for its dependency (``after=``).
+RUNNABLE = f"{CLAIMABLE} AND waits_for IS NULL"
+# A unique_key is held while its task is active, and after a sync attempt's timeout until its thread returns.
+HOLDS_KEY = f"unique_key IS NOT NULL AND ({ACTIVE} OR key_held = 1)"
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS tasks (
@@ -58,13 +67,18 @@ CREATE TABLE IF NOT EXISTS tasks (
     run_at INTEGER,
     headers TEXT,                       -- JSON object carried with the task (e.g. traceparent)
     retry_of TEXT,                      -- id of the task this one retries
-    retried_as TEXT                     -- JSON list of the ids of tasks that retried this one
+    retried_as TEXT,                    -- JSON list of the ids of tasks that retried this one
+    after TEXT,                         -- the option: id of the task this one runs after
+    waits_for TEXT,                     -- while set, it waits for that task to end (cleared when decided)
+    retry_at INTEGER,                   -- retrying: when the next attempt is due (it survives a restart)
+    key_held INTEGER                    -- 1: final, but a timed-out thread still runs, so its key stays held
 );
-CREATE UNIQUE INDEX IF NOT EXISTS tasks_active_unique_key ON tasks (unique_key)
-    WHERE unique_key IS NOT NULL AND {ACTIVE};
+DROP INDEX IF EXISTS tasks_active_unique_key;
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_held_unique_key ON tasks (unique_key) WHERE {HOLDS_KEY};
 CREATE INDEX IF NOT EXISTS tasks_newest ON tasks (enqueued_at, id);
 CREATE INDEX IF NOT EXISTS tasks_by_status_newest ON tasks (status, enqueued_at, id) WHERE {NOT_SUCCEEDED};
 CREATE INDEX IF NOT EXISTS tasks_by_finished_at ON tasks (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_waiting ON tasks (waits_for) WHERE waits_for IS NOT NULL;
 CREATE TABLE IF NOT EXISTS runs (
     token TEXT PRIMARY KEY,
     pid INTEGER NOT NULL,
@@ -81,17 +95,27 @@ CREATE TABLE IF NOT EXISTS periodic_firings (
 """
 
 # Columns added after the first release: an older file gets them on open.
-ADDED_COLUMNS = {"headers": "TEXT", "retry_of": "TEXT", "retried_as": "TEXT"}
+ADDED_COLUMNS = {
+    "headers": "TEXT",
+    "retry_of": "TEXT",
+    "retried_as": "TEXT",
+    "after": "TEXT",
+    "waits_for": "TEXT",
+    "retry_at": "INTEGER",
+    "key_held": "INTEGER",
+}
 SNAPSHOT_COLUMNS = (
     "id, name, status, result, error, traceback, progress, progress_message, attempts, "
     "enqueued_at, started_at, finished_at, run_at, payload, retry_of, retried_as"
 )
 CALL_COLUMNS = (
-    "id, name, payload, max_retries, retry_backoff, timeout, queue, unique_key, enqueued_at, run_at, headers, retry_of"
+    "id, name, payload, max_retries, retry_backoff, timeout, queue, unique_key, enqueued_at, run_at, headers, "
+    "retry_of, after"
 )
 INSERT = (
     "INSERT INTO tasks (id, name, status, payload, max_retries, retry_backoff, timeout, queue, unique_key, "
-    "owner, enqueued_at, run_at, headers, retry_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "owner, enqueued_at, run_at, headers, retry_of, after, waits_for) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -112,6 +136,8 @@ def insert_params(call: TaskCall, owner_token: str) -> tuple[Any, ...]:
         None if call.run_at is None else to_us(call.run_at),
         json.dumps(dict(call.headers)) if call.headers else None,
         call.retry_of,
+        options.after,
+        options.after,  # waits_for: it waits until the insert's own transaction decides otherwise
     )
 
 
@@ -179,9 +205,15 @@ def call_from_row(row: tuple[Any, ...]) -> TaskCall:
         run_at,
         headers,
         retry_of,
+        after,
     ) = row
     options = TaskOptions(
-        max_retries=max_retries, retry_backoff=retry_backoff, timeout=timeout, queue=queue, unique_key=unique_key
+        max_retries=max_retries,
+        retry_backoff=retry_backoff,
+        timeout=timeout,
+        queue=queue,
+        unique_key=unique_key,
+        after=after,
     )
     decoded = json.loads(payload)
     handle = registered_tasks().get(name)
