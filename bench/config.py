@@ -24,6 +24,8 @@ class Config:
     http_connections: int
     http_duration_s: float
     http_warmup_s: float
+    loop_lag_delay_s: float  # added to every answer of Redis (a delay proxy) in the loop-lag scenario
+    loop_lag_duration_s: float
     inprocess_async_tasks: tuple[int, ...]
     inprocess_sync_tasks: tuple[int, ...]
 
@@ -48,6 +50,8 @@ class Config:
             http_connections=50,
             http_duration_s=10.0,
             http_warmup_s=1.0,
+            loop_lag_delay_s=0.02,
+            loop_lag_duration_s=10.0,
             inprocess_async_tasks=(1000, 10_000, 100_000),
             inprocess_sync_tasks=(1000, 10_000, 20_000),
         )
@@ -69,6 +73,8 @@ class Config:
             http_connections=8,
             http_duration_s=1.0,
             http_warmup_s=0.0,
+            loop_lag_delay_s=0.02,
+            loop_lag_duration_s=1.0,
             inprocess_async_tasks=(200,),
             inprocess_sync_tasks=(100,),
         )

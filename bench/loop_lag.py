@@ -1,0 +1,94 @@
+"""Does enqueueing block the event loop? Loop lag and req/s of async endpoints while Redis answers late.
+
+One uvicorn process serves ``bench.loop_lag_app``; its Redis is a private redis-server behind
+``taskservice.testing.delay_proxy``, which holds every answer ``loop_lag_delay_s`` (20 ms in the
+full run): a Redis across a slow network, or an overloaded one. ``bench.loadgen`` keeps
+``http_connections`` (50) keep-alive connections busy on one endpoint at a time:
+
+- raw ``apply_async`` and sync ``service.enqueue`` wait for Redis on the loop, so every request
+  of the process waits with them, and the loop lag grows with the delay;
+- ``await service.aenqueue`` waits off the loop: the lag stays what the CPU work costs.
+
+No worker runs: what is measured is the API side of the hand-off. Queues are emptied between runs.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from dataclasses import dataclass
+
+from bench import raw_celery
+from bench.config import Config
+from bench.http_load import load
+from bench.processes import RedisServer, base_env, uvicorn_servers
+from bench.stats import Row, median_of
+from taskservice.testing.delay_proxy import delay_proxy
+
+
+@dataclass(frozen=True)
+class Side:
+    label: str
+    path: str
+
+
+RAW = Side("raw apply_async", "/raw")
+SYNC = Side("sync enqueue", "/sync")
+ASYNC = Side("aenqueue", "/async")
+SIDES = (RAW, SYNC, ASYNC)
+
+
+def scenario(config: Config) -> str:
+    delay_ms = config.loop_lag_delay_s * 1000
+    return f"async endpoint, Celery, Redis +{delay_ms:g} ms, {config.http_connections} connections"
+
+
+def _lag(server: tuple[str, int], reset: bool = False) -> dict[str, float]:
+    host, port = server
+    path, method = ("/lag/reset", "POST") if reset else ("/lag", "GET")
+    request = urllib.request.Request(f"http://{host}:{port}{path}", method=method)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        figures: dict[str, float] = json.load(response)
+    return figures
+
+
+def run(config: Config, redis: RedisServer) -> list[Row]:
+    redis.reset()
+    client = redis.client()
+    runs: dict[str, list[dict[str, float]]] = {side.label: [] for side in SIDES}
+    with delay_proxy(redis.port, config.loop_lag_delay_s, config.work_dir / "loop-lag-proxy.log") as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        env = base_env(TASK_BACKEND="celery", REDIS_URL=url, TASK_MODULES="bench.tasks")
+        with uvicorn_servers(("bench.loop_lag_app:app", env, config.work_dir / "loop-lag-api.log")) as (server,):
+            # every side opens its connections through the slow link before it is measured
+            for side in SIDES:
+                load(config, server, side.path, max(config.http_warmup_s, 0.5))
+            for _ in range(config.repetitions):
+                for side in SIDES:
+                    _lag(server, reset=True)
+                    figures = load(config, server, side.path, config.loop_lag_duration_s)
+                    lag = _lag(server)
+                    runs[side.label].append({**figures, **{f"lag_{key}": value for key, value in lag.items()}})
+                    client.delete("celery", raw_celery.QUEUE)  # nobody runs them: keep Redis the same size
+    client.close()
+    raw = median_of(runs[RAW.label])
+    rows: list[Row] = []
+    for side in (SYNC, ASYNC):
+        measured = median_of(runs[side.label])
+        name = f"{scenario(config)}, {side.label}"
+        note = f"max {measured['lag_max_ms']:.1f} ms vs {raw['lag_max_ms']:.1f} ms"
+        rows += [
+            Row(name, "event-loop lag p99", "ms", measured["lag_p99_ms"], raw["lag_p99_ms"], RAW.label, False, note),
+            Row(name, "event-loop lag p50", "ms", measured["lag_p50_ms"], raw["lag_p50_ms"], RAW.label, False),
+            Row(name, "throughput", "req/s", measured["req_per_s"], raw["req_per_s"], RAW.label, True),
+            Row(name, "latency p99", "ms", measured["p99_ms"], raw["p99_ms"], RAW.label, False),
+        ]
+    sync, aenqueue = median_of(runs[SYNC.label]), median_of(runs[ASYNC.label])
+    print(
+        "bench: loop lag p99 "
+        + ", ".join(f"{label} {median_of(runs[label])['lag_p99_ms']:.1f} ms" for label in runs)
+        + f"; req/s aenqueue/apply_async {aenqueue['req_per_s'] / raw['req_per_s']:.1f}x, "
+        + f"aenqueue/enqueue {aenqueue['req_per_s'] / sync['req_per_s']:.1f}x",
+        flush=True,
+    )
+    return rows
