@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -27,12 +28,15 @@ class WorkerControl:
     def __init__(self, settings: CelerySettings) -> None:
         self.settings = settings
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pid = os.getpid()
         self._app: Any = None  # only touched on the control thread
         self._lock = threading.Lock()
 
     def submit(self, job: Callable[[Any], T]) -> concurrent.futures.Future[T]:
         """Run ``job(celery_app)`` on the control thread."""
         with self._lock:
+            if self._pid != os.getpid():  # a forked child (a pool process) has none of its parent's threads
+                self._executor, self._app, self._pid = None, None, os.getpid()
             if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="taskservice-control")
             return self._executor.submit(self._run, job)

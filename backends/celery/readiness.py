@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -60,6 +61,7 @@ class Readiness:
         self._running: concurrent.futures.Future[Census] | None = None
         self._lock = threading.Lock()
         self._persistence_checked = False
+        self._pid = os.getpid()
         # Redis's own timeout for the probe, then the broadcast's: a census cannot take longer.
         self.budget_s = settings.redis_timeout_s + INSPECT_TIMEOUT_S + 1.0
 
@@ -86,6 +88,8 @@ class Readiness:
     def refresh(self) -> concurrent.futures.Future[Census]:
         """Start a census on the control thread unless one is under way; its future."""
         with self._lock:
+            if self._pid != os.getpid():  # a forked child: the parent's census never finishes here
+                self._running, self._pid = None, os.getpid()
             if self._running is None or self._running.done():
                 self._running = self.control.submit(self._take)
                 self._running.add_done_callback(self._keep)
