@@ -15,6 +15,7 @@ No worker runs: what is measured is the API side of the hand-off. Queues are emp
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from dataclasses import dataclass
 
@@ -56,6 +57,7 @@ def run(config: Config, redis: RedisServer) -> list[Row]:
     redis.reset()
     client = redis.client()
     runs: dict[str, list[dict[str, float]]] = {side.label: [] for side in SIDES}
+    idle: list[dict[str, float]] = []
     with delay_proxy(redis.port, config.loop_lag_delay_s, config.work_dir / "loop-lag-proxy.log") as port:
         url = f"redis://127.0.0.1:{port}/0"
         env = base_env(TASK_BACKEND="celery", REDIS_URL=url, TASK_MODULES="bench.tasks")
@@ -64,6 +66,10 @@ def run(config: Config, redis: RedisServer) -> list[Row]:
             for side in SIDES:
                 load(config, server, side.path, max(config.http_warmup_s, 0.5))
             for _ in range(config.repetitions):
+                # the floor: the same loop with no request at all (other work on the machine shows here)
+                _lag(server, reset=True)
+                time.sleep(min(3.0, config.loop_lag_duration_s / 3))
+                idle.append({f"lag_{key}": value for key, value in _lag(server).items()})
                 for side in SIDES:
                     _lag(server, reset=True)
                     figures = load(config, server, side.path, config.loop_lag_duration_s)
@@ -72,11 +78,12 @@ def run(config: Config, redis: RedisServer) -> list[Row]:
                     client.delete("celery", raw_celery.QUEUE)  # nobody runs them: keep Redis the same size
     client.close()
     raw = median_of(runs[RAW.label])
+    floor = median_of(idle)["lag_p99_ms"]
     rows: list[Row] = []
     for side in (SYNC, ASYNC):
         measured = median_of(runs[side.label])
         name = f"{scenario(config)}, {side.label}"
-        note = f"max {measured['lag_max_ms']:.1f} ms vs {raw['lag_max_ms']:.1f} ms"
+        note = f"max {measured['lag_max_ms']:.1f} ms vs {raw['lag_max_ms']:.1f} ms; idle loop p99 {floor:.1f} ms"
         rows += [
             Row(name, "event-loop lag p99", "ms", measured["lag_p99_ms"], raw["lag_p99_ms"], RAW.label, False, note),
             Row(name, "event-loop lag p50", "ms", measured["lag_p50_ms"], raw["lag_p50_ms"], RAW.label, False),
@@ -88,7 +95,7 @@ def run(config: Config, redis: RedisServer) -> list[Row]:
         "bench: loop lag p99 "
         + ", ".join(f"{label} {median_of(runs[label])['lag_p99_ms']:.1f} ms" for label in runs)
         + f"; req/s aenqueue/apply_async {aenqueue['req_per_s'] / raw['req_per_s']:.1f}x, "
-        + f"aenqueue/enqueue {aenqueue['req_per_s'] / sync['req_per_s']:.1f}x",
+        + f"aenqueue/enqueue {aenqueue['req_per_s'] / sync['req_per_s']:.1f}x; idle loop p99 {floor:.1f} ms",
         flush=True,
     )
     return rows

@@ -139,14 +139,21 @@ class Readiness:
         if self._persistence_checked:
             return
         self._persistence_checked = True
-        try:
-            appendonly = self.client.config_get("appendonly").get("appendonly")
-            save = self.client.config_get("save").get("save")
-        except redis.exceptions.RedisError:  # CONFIG may be renamed or forbidden (managed Redis): nothing to say
-            return
-        if appendonly == "no" and not save:
-            log.warning(
-                "taskservice: Redis at %s has persistence off (appendonly no, no save points): a restart of Redis "
-                "loses queued tasks, task records and schedules; turn on appendonly",
-                safe_url(self.settings.redis_url),
-            )
+        warning = persistence_warning(self.client, self.settings)
+        if warning is not None:
+            log.warning("taskservice: %s", warning)
+
+
+def persistence_warning(client: redis.Redis, settings: CelerySettings) -> str | None:
+    """What to tell an operator whose Redis has persistence off; None if it persists or cannot be asked."""
+    try:
+        appendonly = client.config_get("appendonly").get("appendonly")
+        save = client.config_get("save").get("save")
+    except redis.exceptions.RedisError:  # CONFIG may be renamed or forbidden (managed Redis): nothing to say
+        return None
+    if appendonly != "no" or save:
+        return None
+    return (
+        f"Redis at {safe_url(settings.redis_url)} has persistence off (appendonly no, no save points): "
+        "a restart of Redis loses queued tasks, task records and schedules; turn on appendonly"
+    )
