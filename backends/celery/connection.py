@@ -23,6 +23,7 @@ from backends.celery.settings import CelerySettings
 from taskservice.errors import BackendUnavailable
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+ASYNC_CLIENT_NAME = "taskservice-async"  # what CLIENT LIST shows for the async verbs' connections
 
 
 def connect_redis(settings: CelerySettings) -> redis.Redis:
@@ -45,6 +46,7 @@ def connect_async_redis(settings: CelerySettings) -> redis.asyncio.Redis:
     """
     return redis.asyncio.Redis.from_url(
         settings.redis_url,
+        client_name=ASYNC_CLIENT_NAME,
         socket_connect_timeout=settings.redis_timeout_s,
         socket_timeout=settings.redis_timeout_s,
         retry=AsyncRetry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),

@@ -65,8 +65,10 @@ class CeleryTaskService(TaskService):
         self.records = TaskRecords(self._client, self.settings.result_ttl_s)
         self._waits = ResultWaits(self._client, self.settings)
         self._loops: PerLoop[_LoopSide] = PerLoop(self._loop_side, _LoopSide.aclose)
+        # Revokes and censuses on separate threads: a revoke that kombu retries while Redis refuses
+        # writes must not hold up the census that says so.
         self._control = WorkerControl(self.settings)
-        self._readiness = Readiness(self._client, self.settings, self._control, self._queues)
+        self._readiness = Readiness(self._client, self.settings, WorkerControl(self.settings), self._queues)
 
     # -- the sync verbs -----------------------------------------------------------------------
 
@@ -194,6 +196,7 @@ class CeleryTaskService(TaskService):
     def close(self) -> None:
         self._loops.close()
         self._control.close()
+        self._readiness.control.close()
         self._waits.close()
         self._client.close()
 

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
+from backends.celery.connection import ASYNC_CLIENT_NAME
 from backends.celery.service import CeleryTaskService
 from backends.celery.settings import CelerySettings
 from taskservice import BackendUnavailable, TaskConflict, TaskNotFound, TaskStatus
@@ -268,7 +269,15 @@ def test_many_concurrent_waits_in_one_loop(cluster: Cluster) -> None:
 
 
 def _connections(client: redis.Redis) -> int:
-    return len(client.client_list())
+    """Connections of the async verbs (the worker's own come and go as its pool processes start)."""
+    return sum(entry.get("name") == ASYNC_CLIENT_NAME for entry in client.client_list())
+
+
+def _no_async_connections_left(client: redis.Redis) -> bool:
+    deadline = time.monotonic() + 2
+    while _connections(client) and time.monotonic() < deadline:
+        time.sleep(0.05)  # a disconnect reaches the server a moment later
+    return _connections(client) == 0
 
 
 def test_one_client_per_loop_closed_when_the_loop_ends(cluster: Cluster) -> None:
@@ -276,11 +285,17 @@ def test_one_client_per_loop_closed_when_the_loop_ends(cluster: Cluster) -> None
     service = cluster.service
     client = cluster.redis.client()
     try:
-        run(service.aget_status(service.enqueue(tasks.add, 1, 2)))  # warm: the sync pool has its connections
-        baseline = _connections(client)
+        opened: list[int] = []
+
+        async def one_loop() -> int:
+            result = await service.await_result(await service.aenqueue(tasks.add, 2, 2), timeout_s=20)
+            opened.append(_connections(client))
+            return int(result.result)
+
         for _ in range(3):
-            assert run(service.await_result(run(service.aenqueue(tasks.add, 2, 2)), timeout_s=20)).result == 4
-        assert _connections(client) == baseline
+            assert run(one_loop()) == 4
+            assert _no_async_connections_left(client)
+        assert min(opened) >= 2  # the loop's commands and its subscription
 
         results: list[int] = []
 
@@ -298,10 +313,7 @@ def test_one_client_per_loop_closed_when_the_loop_ends(cluster: Cluster) -> None
         for thread in threads:
             thread.join(timeout=60)
         assert results == [15] * 4
-        deadline = time.monotonic() + 2
-        while _connections(client) > baseline and time.monotonic() < deadline:
-            time.sleep(0.05)  # a disconnect reaches the server a moment later
-        assert _connections(client) == baseline
+        assert _no_async_connections_left(client)
     finally:
         client.close()
 
@@ -311,18 +323,36 @@ def test_the_lifespan_stop_closes_the_loops_client(cluster: Cluster) -> None:
     client = cluster.redis.client()
     try:
 
-        async def scenario() -> tuple[int, int]:
+        async def scenario() -> tuple[int, bool]:
             await service.aget_status(service.enqueue(tasks.add, 1, 2))
             opened = _connections(client)
             await service.stop()
-            time.sleep(0.1)
-            closed = _connections(client)
+            closed = _no_async_connections_left(client)
             assert (await service.aget_status(service.enqueue(tasks.add, 1, 2))).name == "tests.add"  # works again
             return opened, closed
 
         opened, closed = run(scenario())
-        assert closed < opened
+        assert opened >= 1 and closed
     finally:
+        client.close()
+
+
+def test_close_from_another_thread_closes_a_running_loops_client(cluster: Cluster) -> None:
+    service = CeleryTaskService(cluster.service.settings)
+    client = cluster.redis.client()
+    try:
+
+        async def scenario() -> bool:
+            await service.aget_status(service.enqueue(tasks.add, 1, 2))
+            closer = threading.Thread(target=service.close)
+            closer.start()
+            closer.join()
+            await asyncio.sleep(0.2)  # the close runs on this loop, soon
+            return _no_async_connections_left(client)
+
+        assert run(scenario())
+    finally:
+        service.close()
         client.close()
 
 
