@@ -1,10 +1,11 @@
 """The loop-lag benchmark's app: async endpoints that enqueue, and a monitor of the event loop's lag.
 
-``POST /raw`` calls ``apply_async`` (kombu is synchronous: the loop waits for Redis),
-``POST /sync`` calls ``service.enqueue`` (synchronous too), ``POST /async`` awaits
-``service.aenqueue``. While the app runs, a monitor sleeps ``TICK_S`` at a time and records how
-much later than asked it woke: that lateness is the time the loop was busy or blocked, which is
-what every other request on the loop waits too. ``GET /lag`` reports it since ``POST /lag/reset``.
+``POST /none`` enqueues nothing (what serving the request alone costs), ``POST /raw`` calls
+``apply_async`` (kombu is synchronous: the loop waits for Redis), ``POST /sync`` calls
+``service.enqueue`` (synchronous too), ``POST /async`` awaits ``service.aenqueue``. While the app
+runs, a monitor sleeps ``TICK_S`` at a time and records how much later than asked it woke: that
+lateness is the time the loop was busy or blocked, which is what every other request on the loop
+waits too. ``GET /lag`` reports it since ``POST /lag/reset``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
 
 app = FastAPI(lifespan=lifespan)
 app.add_middleware(TaskServiceMiddleware)
+
+
+@app.post("/none")
+async def no_enqueue() -> dict[str, str]:
+    """The same request with nothing enqueued: the loop lag of serving HTTP alone."""
+    return {"task_id": ""}
 
 
 @app.post("/raw")
