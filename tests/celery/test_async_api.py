@@ -328,7 +328,7 @@ def test_the_lifespan_stop_closes_the_loops_client(cluster: Cluster) -> None:
             opened = _connections(client)
             await service.stop()
             closed = _no_async_connections_left(client)
-            assert (await service.aget_status(service.enqueue(tasks.add, 1, 2))).name == "tests.add"  # works again
+            assert (await service.aget_status(service.enqueue(tasks.add, 1, 2))).name == tasks.add.name  # works again
             return opened, closed
 
         opened, closed = run(scenario())
