@@ -74,6 +74,8 @@ class Readiness:
             return self.refresh().result(timeout=self.budget_s)
         except concurrent.futures.TimeoutError:
             return self._too_slow()
+        except Exception as exc:  # the check itself broke (the Celery app could not be made): still an answer
+            return _failed(exc)
 
     async def acensus(self) -> Census:
         """``census`` without blocking the event loop."""
@@ -84,6 +86,8 @@ class Readiness:
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self.refresh())), self.budget_s)
         except TimeoutError:
             return self._too_slow()
+        except Exception as exc:
+            return _failed(exc)
 
     def refresh(self) -> concurrent.futures.Future[Census]:
         """Start a census on the control thread unless one is under way; its future."""
@@ -142,6 +146,10 @@ class Readiness:
         warning = persistence_warning(self.client, self.settings)
         if warning is not None:
             log.warning("taskservice: %s", warning)
+
+
+def _failed(exc: Exception) -> Census:
+    return Census((f"the readiness check of the Celery backend failed ({type(exc).__name__}: {exc})",), None)
 
 
 def persistence_warning(client: redis.Redis, settings: CelerySettings) -> str | None:
