@@ -16,6 +16,7 @@ from typing import Any
 
 import redis.asyncio
 
+from backends.celery.async_batch import ScriptBatch
 from backends.celery.store import scripts as celery_scripts
 from backends.celery.store.records import (
     CALL_FIELDS,
@@ -105,7 +106,7 @@ class AsyncTaskRecords:
     def __init__(self, client: redis.asyncio.Redis, records: TaskRecords) -> None:
         self.client = client
         self.records = records
-        self._insert = client.register_script(celery_scripts.INSERT)
+        self._insert = ScriptBatch(client, celery_scripts.INSERT)  # enqueues of one loop turn share a round trip
         self._cancel = client.register_script(celery_scripts.CANCEL)
         self._link_retry = client.register_script(celery_scripts.LINK_RETRY)
 
@@ -115,7 +116,7 @@ class AsyncTaskRecords:
     async def insert(self, call: TaskCall, message: str, queue: str) -> None:
         """Write the record and publish (or park) the message in one round trip; ``TaskConflict`` if its key is held."""
         keys, args = insert_arguments(self.records, call, message, queue, datetime.now(UTC))
-        holder = await self._insert(keys=keys, args=args)
+        holder = await self._insert(keys, args)
         if holder is not None:
             assert call.options.unique_key is not None
             raise TaskConflict(call.options.unique_key, _text(holder))

@@ -209,6 +209,32 @@ def test_the_async_verbs_raise_what_the_sync_verbs_raise(cluster: Cluster) -> No
     run(scenario())
 
 
+def test_concurrent_enqueues_share_a_round_trip_and_survive_a_script_flush(cluster: Cluster) -> None:
+    """50 ``aenqueue`` started together go out as one pipeline on one connection; a Redis that forgot the
+    script (a restart) gets it again, and every call still gets its own answer."""
+    service = cluster.service
+    client = cluster.redis.client()
+    key = f"batch-{time.monotonic_ns()}"
+    try:
+
+        async def scenario() -> tuple[list[Any], int]:
+            client.script_flush()
+            calls = [service.aenqueue(tasks.add, i, 0) for i in range(50)]
+            calls += [service.aenqueue(tasks.add.options(unique_key=key), 0, 0) for _ in range(2)]
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            return outcomes, _connections(client)
+
+        outcomes, connections = run(scenario())
+    finally:
+        client.close()
+    assert connections == 1
+    ids, (first, second) = outcomes[:50], outcomes[50:]
+    assert all(isinstance(task_id, str) for task_id in ids) and len(set(ids)) == 50
+    assert isinstance(first, str) and isinstance(second, TaskConflict) and second.active_task_id == first
+    results = [service.wait(task_id, timeout_s=30).result for task_id in ids]
+    assert results == list(range(50))
+
+
 # --- waiting on the result channel ----------------------------------------------------------------
 
 
