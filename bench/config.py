@@ -26,6 +26,7 @@ class Config:
     http_warmup_s: float
     loop_lag_delay_s: float  # added to every answer of Redis (a delay proxy) in the loop-lag scenario
     loop_lag_duration_s: float
+    loop_lag_light_connections: int  # a second, lighter load the loop can carry without saturating
     inprocess_async_tasks: tuple[int, ...]
     inprocess_sync_tasks: tuple[int, ...]
 
@@ -52,6 +53,7 @@ class Config:
             http_warmup_s=1.0,
             loop_lag_delay_s=0.02,
             loop_lag_duration_s=10.0,
+            loop_lag_light_connections=10,
             inprocess_async_tasks=(1000, 10_000, 100_000),
             inprocess_sync_tasks=(1000, 10_000, 20_000),
         )
@@ -75,6 +77,7 @@ class Config:
             http_warmup_s=0.0,
             loop_lag_delay_s=0.02,
             loop_lag_duration_s=1.0,
+            loop_lag_light_connections=4,
             inprocess_async_tasks=(200,),
             inprocess_sync_tasks=(100,),
         )
