@@ -59,7 +59,11 @@ class ScriptBatch:
                     replies[i] = reply
         except BaseException as exc:  # the whole batch failed (a connection error, a cancelled loop)
             for _, future in batch:
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
