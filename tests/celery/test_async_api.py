@@ -1,97 +1,38 @@
-"""The async verbs of the Celery backend, on a real Redis and a real worker.
+"""The async verbs of the Celery backend, on a real Redis and a real worker: the same as the sync verbs.
 
-They write exactly what the sync verbs write, answer with the same results and errors, keep one
-client per event loop (closed with the loop), never block the loop (proved against a Redis behind
-a 20 ms delay, where the sync verb visibly does), and give up within ``TASK_REDIS_TIMEOUT_S``
-when Redis is gone or hung. ``wait``/``await_result`` are woken by the result channel.
+They write exactly what the sync verbs write (byte for byte), answer with the same results and
+errors, batch concurrent enqueues into one round trip, and ``wait``/``await_result`` are woken by
+the task's result channel instead of polling. Event loops, a slow Redis and outages are in
+``test_async_loops``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
-import os
-import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import redis
 
-from backends.celery.connection import ASYNC_CLIENT_NAME
 from backends.celery.service import CeleryTaskService
-from backends.celery.settings import CelerySettings
-from taskservice import BackendUnavailable, TaskConflict, TaskNotFound, TaskStatus
+from taskservice import TaskConflict, TaskNotFound, TaskStatus
 from taskservice.errors import TaskStillActive
 from taskservice.service import TaskCall, TaskService
-from taskservice.testing.delay_proxy import delay_proxy
 from tests import tasks
-from tests.celery_harness import celery_env, celery_settings
-from tests.processes import RedisServer, celery_worker, redis_server
+from tests.celery.async_support import Cluster, async_connections, cluster_in, run, settings_at
 
 pytestmark = pytest.mark.slow
-T = TypeVar("T")
-
-
-@dataclass
-class Cluster:
-    redis: RedisServer
-    service: CeleryTaskService
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    directory = tmp_path_factory.mktemp("async-api")
-    with redis_server(directory / "redis") as server, celery_worker(celery_env(server), directory / "worker.log", 2):
-        service = CeleryTaskService(celery_settings(server))
-        try:
-            yield Cluster(server, service)
-        finally:
-            service.close()
-
-
-def settings_at(redis_url: str) -> CelerySettings:
-    return CelerySettings(backend="celery", redis_url=redis_url, modules="tests.tasks")  # type: ignore[call-arg]
-
-
-def run(coroutine: Awaitable[T]) -> T:
-    """Each test drives its own loop, as a script would: clients must never leak from one loop to the next."""
-
-    async def main() -> T:
-        return await coroutine
-
-    return asyncio.run(main())
-
-
-async def with_loop_lag(work: Awaitable[T], tick_s: float = 0.001) -> tuple[T, float]:
-    """``work``'s result and the longest the loop was late to wake a sleeper while it ran."""
-    lags: list[float] = []
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        while not done.is_set():
-            started = time.perf_counter()
-            await asyncio.sleep(tick_s)
-            lags.append(time.perf_counter() - started - tick_s)
-
-    ticking = asyncio.create_task(ticker())
-    # a collection of this test process's large heap can pause the loop for tens of ms: not what is measured
-    gc.collect()
-    gc.disable()
-    await asyncio.sleep(0)
-    try:
-        result = await work
-    finally:
-        gc.enable()
-        done.set()
-        await ticking
-    return result, max(lags, default=0.0)
+    with cluster_in(tmp_path_factory.mktemp("async-api")) as started:
+        yield started
 
 
 # --- the same records, results and errors as the sync verbs ------------------------------------
@@ -227,7 +168,7 @@ def test_concurrent_enqueues_share_a_round_trip_and_survive_a_script_flush(clust
             calls = [service.aenqueue(tasks.add, i, 0) for i in range(50)]
             calls += [service.aenqueue(tasks.add.options(unique_key=key), 0, 0) for _ in range(2)]
             outcomes = await asyncio.gather(*calls, return_exceptions=True)
-            return outcomes, _connections(client)
+            return outcomes, async_connections(client)
 
         outcomes, connections = run(scenario())
     finally:
@@ -294,202 +235,3 @@ def test_many_concurrent_waits_in_one_loop(cluster: Cluster) -> None:
         return [r.result for r in results]
 
     assert run(scenario()) == [2 * i for i in range(30)]
-
-
-# --- event loops ----------------------------------------------------------------------------------
-
-
-def _connections(client: redis.Redis) -> int:
-    """Connections of the async verbs (the worker's own come and go as its pool processes start)."""
-    return sum(entry.get("name") == ASYNC_CLIENT_NAME for entry in client.client_list())
-
-
-def _no_async_connections_left(client: redis.Redis) -> bool:
-    deadline = time.monotonic() + 2
-    while _connections(client) and time.monotonic() < deadline:
-        time.sleep(0.05)  # a disconnect reaches the server a moment later
-    return _connections(client) == 0
-
-
-def test_one_client_per_loop_closed_when_the_loop_ends(cluster: Cluster) -> None:
-    """Loops one after another and side by side in threads: each gets its own client, none leaks."""
-    service = cluster.service
-    client = cluster.redis.client()
-    try:
-        opened: list[int] = []
-
-        async def one_loop() -> int:
-            result = await service.await_result(await service.aenqueue(tasks.add, 2, 2), timeout_s=20)
-            opened.append(_connections(client))
-            return int(result.result)
-
-        for _ in range(3):
-            assert run(one_loop()) == 4
-            assert _no_async_connections_left(client)
-        assert min(opened) >= 2  # the loop's commands and its subscription
-
-        results: list[int] = []
-
-        def in_a_thread() -> None:
-            async def scenario() -> int:
-                task_ids = await asyncio.gather(*(service.aenqueue(tasks.add, i, 1) for i in range(5)))
-                finished = await asyncio.gather(*(service.await_result(t, timeout_s=20) for t in task_ids))
-                return sum(r.result for r in finished)
-
-            results.append(asyncio.run(scenario()))
-
-        threads = [threading.Thread(target=in_a_thread) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert results == [15] * 4
-        assert _no_async_connections_left(client)
-    finally:
-        client.close()
-
-
-def test_the_lifespan_stop_closes_the_loops_client(cluster: Cluster) -> None:
-    service = cluster.service
-    client = cluster.redis.client()
-    try:
-
-        async def scenario() -> tuple[int, bool]:
-            await service.aget_status(service.enqueue(tasks.add, 1, 2))
-            opened = _connections(client)
-            await service.stop()
-            closed = _no_async_connections_left(client)
-            assert (await service.aget_status(service.enqueue(tasks.add, 1, 2))).name == tasks.add.name  # works again
-            return opened, closed
-
-        opened, closed = run(scenario())
-        assert opened >= 1 and closed
-    finally:
-        client.close()
-
-
-def test_close_from_another_thread_closes_a_running_loops_client(cluster: Cluster) -> None:
-    service = CeleryTaskService(cluster.service.settings)
-    client = cluster.redis.client()
-    try:
-
-        async def scenario() -> bool:
-            await service.aget_status(service.enqueue(tasks.add, 1, 2))
-            closer = threading.Thread(target=service.close)
-            closer.start()
-            closer.join()
-            await asyncio.sleep(0.2)  # the close runs on this loop, soon
-            return _no_async_connections_left(client)
-
-        assert run(scenario())
-    finally:
-        service.close()
-        client.close()
-
-
-# --- the loop stays free ---------------------------------------------------------------------------
-
-
-def test_aenqueue_never_blocks_the_loop_on_a_slow_redis(tmp_path: Path) -> None:
-    """Redis 100 ms away: 50 concurrent ``aenqueue`` leave the loop free; sync ``enqueue`` blocks it.
-
-    50 calls started at once still cost the loop their CPU (encoding, parsing: a few ms in all);
-    what must not show is the round trip, so the delay is far above that.
-    """
-    delay_s = 0.1
-    with redis_server(tmp_path / "redis") as server, delay_proxy(server.port, delay_s, tmp_path / "proxy.log") as port:
-        service = CeleryTaskService(settings_at(f"redis://127.0.0.1:{port}/0"))
-        try:
-
-            async def concurrent() -> list[str]:
-                return list(await asyncio.gather(*(service.aenqueue(tasks.add, i, 1) for i in range(50))))
-
-            async def blocking() -> None:
-                for i in range(3):
-                    service.enqueue(tasks.add, i, 1)
-
-            async def warm_then(work: Callable[[], Awaitable[T]]) -> tuple[T, float]:
-                await concurrent()  # connections are opened outside the measurement
-                service.enqueue(tasks.add, 0, 0)
-                return await with_loop_lag(work())
-
-            ids, async_lag_s = asyncio.run(warm_then(concurrent))
-            _, sync_lag_s = asyncio.run(warm_then(blocking))
-        finally:
-            service.close()
-        assert len(set(ids)) == 50
-        assert sync_lag_s >= delay_s, "the measurement cannot see a blocked loop"
-        assert async_lag_s < delay_s / 2, f"the loop was blocked for {async_lag_s * 1000:.1f} ms"
-        client = server.client()
-        assert client.llen("celery") == 2 * (50 + 1) + 50 + 3
-        client.close()
-
-
-# --- Redis gone or hung ---------------------------------------------------------------------------
-
-
-def test_async_verbs_give_up_in_time_and_recover(tmp_path: Path) -> None:
-    with redis_server(tmp_path / "redis") as server:
-        service = CeleryTaskService(celery_settings(server, redis_timeout_s=1.0))
-        try:
-
-            async def calls(known: str) -> list[tuple[str, Callable[[], Awaitable[Any]]]]:
-                return [
-                    ("aenqueue", lambda: service.aenqueue(tasks.add, 1, 2)),
-                    ("aschedule", lambda: service.aschedule(tasks.add, timedelta(minutes=5), 1, 2)),
-                    ("aget_status", lambda: service.aget_status(known)),
-                    ("acancel", lambda: service.acancel(known)),
-                    ("alist_tasks", lambda: service.alist_tasks()),
-                    ("astats", lambda: service.astats()),
-                    ("await_result", lambda: service.await_result(known, timeout_s=10)),
-                ]
-
-            async def every_call_fails_fast(known: str, match: str) -> None:
-                for name, call in await calls(known):
-                    started = time.monotonic()
-                    with pytest.raises(BackendUnavailable, match=match):
-                        await call()
-                    elapsed_s = time.monotonic() - started
-                    assert elapsed_s < 2.0, f"{name} took {elapsed_s:.1f} s to give up"
-
-            async def scenario() -> None:
-                known = await service.aenqueue(tasks.add, 1, 2)
-                server.stop()
-                await every_call_fails_fast(known, "check REDIS_URL and that Redis is running")
-                server.restart()  # an empty Redis: the same service works at once
-                known = await service.aenqueue(tasks.add, 1, 2)
-                os.kill(server.process.pid, signal.SIGSTOP)  # hung: connections open, nothing answers
-                try:
-                    await every_call_fails_fast(known, "cannot reach Redis")
-                finally:
-                    os.kill(server.process.pid, signal.SIGCONT)
-                fresh = await service.aenqueue(tasks.add, 1, 2)
-                assert (await service.aget_status(fresh)).status == TaskStatus.PENDING
-
-            run(scenario())
-        finally:
-            service.close()
-
-
-def test_a_hung_redis_does_not_freeze_the_loop(tmp_path: Path) -> None:
-    with redis_server(tmp_path / "redis") as server:
-        service = CeleryTaskService(celery_settings(server, redis_timeout_s=1.0))
-        try:
-
-            async def scenario() -> float:
-                await service.aenqueue(tasks.add, 1, 2)
-                os.kill(server.process.pid, signal.SIGSTOP)
-                try:
-
-                    async def attempt() -> None:
-                        with pytest.raises(BackendUnavailable):
-                            await service.aenqueue(tasks.add, 1, 2)
-
-                    _, lag_s = await with_loop_lag(attempt())
-                    return lag_s
-                finally:
-                    os.kill(server.process.pid, signal.SIGCONT)
-
-            assert run(scenario()) < 0.05
-        finally:
-            service.close()

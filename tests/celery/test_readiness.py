@@ -18,7 +18,7 @@ import pytest
 from backends.celery import readiness
 from backends.celery.service import CeleryTaskService
 from taskservice import registry, task
-from tests.celery.test_async_api import with_loop_lag
+from tests.celery.async_support import with_loop_lag
 from tests.celery_harness import celery_env, celery_settings
 from tests.processes import RedisServer, celery_worker, redis_server
 
