@@ -400,8 +400,9 @@ class TaskService(abc.ABC):
         """Why this service cannot take work now, one sentence each that says what to do; empty: ready.
 
         Cheap enough for a readiness probe (``GET /health/ready`` answers 503 with these): a backend
-        answers from a cache a few seconds old and waits (a bounded time, about a second) only when
-        it has none. This default only checks that the backend's store can be read.
+        that has to ask slow things answers from a check a few seconds old, and waits only when it
+        has none, for a bounded time (Celery: ``TASK_REDIS_TIMEOUT_S`` + 2 s at most). Async code
+        uses ``areadiness``. This default only checks that the backend's store can be read.
         """
         try:
             self._read(_READINESS_PROBE_ID)
