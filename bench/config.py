@@ -24,6 +24,9 @@ class Config:
     http_connections: int
     http_duration_s: float
     http_warmup_s: float
+    loop_lag_delay_s: float  # added to every answer of Redis (a delay proxy) in the loop-lag scenario
+    loop_lag_duration_s: float
+    loop_lag_light_connections: int  # a second, lighter load the loop can carry without saturating
     inprocess_async_tasks: tuple[int, ...]
     inprocess_sync_tasks: tuple[int, ...]
     async_io_tasks: int = 1000  # async tasks each awaiting async_io_seconds, in-process and on one Celery host
@@ -51,6 +54,9 @@ class Config:
             http_connections=50,
             http_duration_s=10.0,
             http_warmup_s=1.0,
+            loop_lag_delay_s=0.02,
+            loop_lag_duration_s=10.0,
+            loop_lag_light_connections=10,
             inprocess_async_tasks=(1000, 10_000, 100_000),
             inprocess_sync_tasks=(1000, 10_000, 100_000),
         )
@@ -72,6 +78,9 @@ class Config:
             http_connections=8,
             http_duration_s=1.0,
             http_warmup_s=0.0,
+            loop_lag_delay_s=0.02,
+            loop_lag_duration_s=1.0,
+            loop_lag_light_connections=4,
             inprocess_async_tasks=(200,),
             inprocess_sync_tasks=(100,),
             async_io_tasks=100,

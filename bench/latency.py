@@ -1,10 +1,11 @@
 """End-to-end latency: enqueue one no-op, wait until it has succeeded; p50/p99 over many.
 
-Celery: taskservice's ``service.wait`` (the public way to wait; it polls ``get_status``)
-and a 1 ms ``get_status`` poll (how fast the status really turns), against raw
-``AsyncResult.get()`` (Redis pub/sub). In-process: taskservice's status seen as
-``succeeded`` (polled on every loop turn) and the moment the task body runs (an
-``asyncio.Event`` it sets), against a raw ``asyncio.create_task`` that sets an event.
+Celery: taskservice's ``service.wait`` and ``await_result`` (after ``aenqueue``, on an event
+loop), both woken by the task's result channel like raw ``AsyncResult.get()``, and a 1 ms
+``get_status`` poll (how fast the status really turns), against raw ``AsyncResult.get()``.
+In-process: taskservice's status seen as ``succeeded`` (polled on every loop turn) and the
+moment the task body runs (an ``asyncio.Event`` it sets), against a raw ``asyncio.create_task``
+that sets an event.
 """
 
 from __future__ import annotations
@@ -64,8 +65,18 @@ def run_celery(config: Config, redis: RedisServer) -> list[Row]:
     def raw_get(i: int) -> None:
         raw_celery.noop.apply_async((i,)).get(timeout=30)
 
+    async def awaited(n: int) -> list[float]:
+        for i in range(WARMUP):
+            await service.await_result(await service.aenqueue(noop, i), timeout_s=30)
+        samples = []
+        for i in range(n):
+            started = time.perf_counter()
+            await service.await_result(await service.aenqueue(noop, i), timeout_s=30)
+            samples.append(time.perf_counter() - started)
+        return samples
+
     sides = {"wait": wait_default, "poll 1 ms": poll_1ms, "raw": raw_get}
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in [*sides, "await_result"]}
     # both workers stay up, idle between round trips; they listen on different queues
     with contextlib.ExitStack() as stack:
         stack.callback(service.close)
@@ -79,11 +90,16 @@ def run_celery(config: Config, redis: RedisServer) -> list[Row]:
         for _ in range(config.repetitions):
             for name, round_trip in sides.items():
                 runs[name].append(summary(time_round_trips(round_trip, config.latency_samples)))
+            runs["await_result"].append(summary(asyncio.run(awaited(config.latency_samples))))
     raw = median_of(runs["raw"])
-    return rows_for(
-        "enqueue→succeeded, Celery, service.wait()", median_of(runs["wait"]), raw, "AsyncResult.get()"
-    ) + rows_for(
-        "enqueue→succeeded, Celery, get_status every 1 ms", median_of(runs["poll 1 ms"]), raw, "AsyncResult.get()"
+    return (
+        rows_for("enqueue→succeeded, Celery, service.wait()", median_of(runs["wait"]), raw, "AsyncResult.get()")
+        + rows_for(
+            "aenqueue→succeeded, Celery, await_result()", median_of(runs["await_result"]), raw, "AsyncResult.get()"
+        )
+        + rows_for(
+            "enqueue→succeeded, Celery, get_status every 1 ms", median_of(runs["poll 1 ms"]), raw, "AsyncResult.get()"
+        )
     )
 
 

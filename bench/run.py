@@ -11,6 +11,7 @@ tool and reports the median of its repetitions.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import shlex
@@ -20,13 +21,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench import async_io, drain, enqueue, http_load, inprocess, latency
+from bench import async_io, drain, enqueue, http_load, inprocess, latency, loop_lag
 from bench.config import Config
 from bench.processes import RedisServer, redis_server
 from bench.report import BENCH_DIR, Target, machine, source, versions, write
 from bench.stats import Row, Series
 
-SCENARIOS = ("enqueue", "latency", "drain", "async_io", "http", "inprocess")
+SCENARIOS = ("enqueue", "latency", "drain", "async_io", "http", "loop-lag", "inprocess")
 
 
 def find(rows: Sequence[Row], scenario: str, metric: str) -> Row | None:
@@ -91,6 +92,15 @@ def targets(config: Config, rows: Sequence[Row]) -> list[Target]:
         found += [sync, Target("… with p99 ≤ 50 ms", f"{p99.taskservice:.1f} ms", p99.taskservice <= 50)]
     else:
         found.append(sync)
+    for connections in (config.http_connections, config.loop_lag_light_connections):
+        at_load = loop_lag.scenario(dataclasses.replace(config, http_connections=connections))
+        lag = find(rows, f"{at_load}, aenqueue", "event-loop lag p99")
+        goal = f"aenqueue: event-loop lag p99 < 5 ms ({at_load})"
+        found.append(
+            Target(goal, "not measured", None)
+            if lag is None
+            else Target(goal, f"{lag.taskservice:.1f} ms (apply_async {lag.raw:.1f} ms)", lag.taskservice < 5.0)
+        )
     largest = max(config.inprocess_async_tasks)
     for store, floor in (("memory", 30_000), ("sqlite", 10_000)):
         row = find(rows, f"in-process async, N={largest:,} ({store})", "throughput")
@@ -133,6 +143,7 @@ def run_scenarios(config: Config, redis: RedisServer, only: Sequence[str]) -> tu
     step("drain", lambda: with_series(drain.run(config, redis)))
     step("async_io", lambda: rows.extend(async_io.run(config, redis)))
     step("http", lambda: rows.extend(http_load.run(config, redis)))
+    step("loop-lag", lambda: rows.extend(loop_lag.run(config, redis)))
     step("inprocess", lambda: with_series(inprocess.run(config)))
     return rows, series
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from taskservice.attempts import AttemptInfo
 from taskservice.codec import Arguments, encode_arguments
-from taskservice.errors import TaskNotFound, TaskStillActive
+from taskservice.errors import TaskNotFound, TaskServiceError, TaskStillActive
 from taskservice.hooks import TaskEnqueued, enqueue_headers, notify_enqueued
 from taskservice.models import (
     ACTIVE_STATUSES,
@@ -35,6 +35,7 @@ from taskservice.request_scope import chained_after, note_submitted
 from taskservice.settings import TaskSettings
 
 _NO_HEADERS: Mapping[str, str] = {}
+_READINESS_PROBE_ID = "00000000-0000-4000-8000-000000000000"  # never a real task: reading it only reaches the store
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,14 +298,16 @@ class TaskService(abc.ABC):
         return call.id
 
     async def aretry(self, task_id: str) -> str:
-        call = await asyncio.to_thread(self._retry_call, task_id)
+        call = self._retry_call_of(task_id, await self._aretry_source(task_id))
         await self._asubmit(call)
-        await asyncio.to_thread(self._link_retry, task_id, call.id)
+        await self._alink_retry(task_id, call.id)
         self._accepted(call)
         return call.id
 
     def _retry_call(self, task_id: str) -> TaskCall:
-        source = self._retry_source(task_id)
+        return self._retry_call_of(task_id, self._retry_source(task_id))
+
+    def _retry_call_of(self, task_id: str, source: tuple[TaskStatus, TaskCall] | None) -> TaskCall:
         if source is None:
             raise TaskNotFound(task_id)
         status, original = source
@@ -329,6 +332,12 @@ class TaskService(abc.ABC):
     @abc.abstractmethod
     def _link_retry(self, original_id: str, retry_id: str) -> None:
         """Record on the original that ``retry_id`` retries it (``TaskResult.retried_as``)."""
+
+    async def _aretry_source(self, task_id: str) -> tuple[TaskStatus, TaskCall] | None:
+        return await asyncio.to_thread(self._retry_source, task_id)
+
+    async def _alink_retry(self, original_id: str, retry_id: str) -> None:
+        await asyncio.to_thread(self._link_retry, original_id, retry_id)
 
     # -- waiting ------------------------------------------------------------------------------
 
@@ -375,7 +384,19 @@ class TaskService(abc.ABC):
 
     async def adrain(self, timeout_s: float = 30.0) -> None:
         """``drain`` for async code."""
-        await asyncio.to_thread(self.drain, timeout_s)
+        deadline = time.monotonic() + timeout_s
+        pause_s = 0.001
+        while True:
+            left = await self._aoutstanding(utcnow() + timedelta(seconds=max(deadline - time.monotonic(), 0.0)))
+            if not left:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{_describe_outstanding(left)} after {timeout_s} s")
+            await asyncio.sleep(pause_s)
+            pause_s = min(pause_s * 2, 0.05)
+
+    async def _aoutstanding(self, horizon: datetime) -> list[TaskResult]:
+        return await asyncio.to_thread(self._outstanding, horizon)
 
     def _outstanding(self, horizon: datetime) -> list[TaskResult]:
         """Tasks that are pending, running or retrying, or scheduled to run before ``horizon``."""
@@ -389,6 +410,33 @@ class TaskService(abc.ABC):
                     break
                 cursor = page[-1].cursor
         return left
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def readiness(self) -> list[str]:
+        """Why this service cannot take work now, one sentence each that says what to do; empty: ready.
+
+        Cheap enough for a readiness probe (``GET /health/ready`` answers 503 with these): a backend
+        that has to ask slow things answers from a check a few seconds old, and waits only when it
+        has none, for a bounded time (Celery: ``TASK_REDIS_TIMEOUT_S`` + 2 s at most). Async code
+        uses ``areadiness``. This default only checks that the backend's store can be read.
+        """
+        try:
+            self._read(_READINESS_PROBE_ID)
+        except TaskServiceError as exc:
+            return [str(exc)]
+        return []
+
+    async def areadiness(self) -> list[str]:
+        """``readiness`` for async code: never blocks the event loop."""
+        return await asyncio.to_thread(self.readiness)
+
+    def workers_alive(self) -> int | None:
+        """How many worker processes outside this one take this service's tasks (the figure of the last
+        readiness check, refreshed as ``readiness`` is); None where tasks run in this process, or if the
+        workers could not be asked.
+        """
+        return None
 
     # -- lifecycle ----------------------------------------------------------------------------
 

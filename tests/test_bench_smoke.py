@@ -40,6 +40,8 @@ def test_smoke_run_writes_every_scenario(tmp_path: Path) -> None:
         "drain N=50, prefork -c1",
         "HTTP celery, sync task",
         "HTTP in-process, async task",
+        "async endpoint, Celery, Redis +20 ms, 8 connections, aenqueue",
+        "aenqueue→succeeded, Celery, await_result()",
         "in-process async, N=200 (sqlite)",
         "in-process sync, N=100 (memory)",
     ):

@@ -198,6 +198,7 @@ def _caught_by_the_test(error: BaseException, item: pytest.Item) -> bool:
     trace = error.__traceback__
     return trace is not None and trace.tb_frame.f_code.co_filename == str(item.path)
 
+
 # The contract suite's asserts say what differed, like those of a test module (before it is imported).
 pytest.register_assert_rewrite("taskservice.testing.contract")
 
