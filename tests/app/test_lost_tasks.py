@@ -17,7 +17,9 @@ from app.main import app as reference_app
 from app.models import Notification
 from app.project_runs import new_run_token, record_requested
 from app.settings import AppSettings
+from app.tasks import process_project
 from taskservice import TaskStatus, get_task_service
+from taskservice.testing import replace_task
 from tests.app.media import sales_csv
 
 UNKNOWN_TASK = "00000000-0000-4000-8000-000000000000"  # as after a restart lost a memory:// store
@@ -78,7 +80,11 @@ def test_a_project_whose_task_was_interrupted_by_a_stop_reads_error(
     shared_app_settings: AppSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TASK_SHUTDOWN_GRACE_S", "0")  # the service this test creates cuts off at once
-    with TestClient(reference_app) as client:
+
+    def still_running(project_id: str, run_token: int) -> None:
+        time.sleep(5)  # whatever the pipeline's speed, the stop finds it running
+
+    with replace_task(process_project, still_running), TestClient(reference_app) as client:
         project_id = client.post("/projects", files={"file": ("s.csv", sales_csv(90_000), "text/csv")}).json()["id"]
         task_id = client.post(f"/projects/{project_id}/process").json()["task_id"]
         service = get_task_service()
