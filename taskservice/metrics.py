@@ -128,13 +128,12 @@ class _StateCollector:
             "How long the oldest pending task has waited (0 when none is pending)",
             value=age_s,
         )
-        workers_alive = getattr(self.service, "workers_alive", None)
-        if callable(workers_alive):
-            try:
-                alive = float(workers_alive())
-            except BackendUnavailable:
-                return
-            yield GaugeMetricFamily("taskservice_workers_alive", "Celery workers that answered", value=alive)
+        try:
+            alive = self.service.workers_alive()  # None where tasks run in this process, or nobody could be asked
+        except BackendUnavailable:
+            return
+        if alive is not None:
+            yield GaugeMetricFamily("taskservice_workers_alive", "Celery workers that answered", value=float(alive))
 
 
 def render_metrics(service: TaskService) -> bytes:

@@ -90,7 +90,8 @@ class AsyncTaskRecords:
     async def stats(self) -> TaskStats:
         """``TaskRecords.stats``: counts from the counters the scripts keep, in one round trip."""
         records = self.records
-        async with self.client.pipeline(transaction=True) as pipe:
+        # reads only, so no MULTI: a Redis over its maxmemory refuses every command inside one
+        async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(records.counts_key)
             pipe.zcard(records.pending_key)
             pipe.zrange(records.pending_key, 0, 0)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.app.live import LiveApp, app_env
 from tests.ops.browser import eventually
-from tests.processes import redis_server, uvicorn_server
+from tests.processes import celery_worker, redis_server, uvicorn_server
 
 pytestmark = pytest.mark.slow
 
@@ -49,8 +49,15 @@ def test_ready_is_503_with_a_reason_when_redis_is_down(tmp_path: Path) -> None:
     with redis_server(tmp_path / "redis") as redis:
         env["REDIS_URL"] = redis.url
         env["TASK_REDIS_TIMEOUT_S"] = "1"
-        with uvicorn_server(env, tmp_path / "api.log") as url, httpx.Client(base_url=url, timeout=30) as client:
+        with (
+            celery_worker(env, tmp_path / "worker.log", concurrency=1),
+            uvicorn_server(env, tmp_path / "api.log") as url,
+            httpx.Client(base_url=url, timeout=30) as client,
+        ):
+            eventually(lambda: client.get("/health/ready").status_code == 200, 20, "ready with a worker")
             redis.stop()
+            # readiness answers from a check a few seconds old at most, so a probe stays cheap
+            eventually(lambda: client.get("/health/ready").status_code == 503, 20, "not ready once Redis is gone")
             ready = client.get("/health/ready")
             assert ready.status_code == 503
             body = ready.json()
@@ -58,7 +65,7 @@ def test_ready_is_503_with_a_reason_when_redis_is_down(tmp_path: Path) -> None:
             assert any("Redis" in reason for reason in body["reasons"]), body
             assert client.get("/health").status_code == 200, "liveness is not readiness"
             redis.restart()
-            eventually(lambda: client.get("/health/ready").status_code == 200, 20, "ready again once Redis is back")
+            eventually(lambda: client.get("/health/ready").status_code == 200, 45, "ready again once Redis is back")
 
 
 def test_ready_is_503_when_no_worker_consumes(tmp_path: Path) -> None:

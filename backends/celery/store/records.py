@@ -174,7 +174,8 @@ class TaskRecords:
 
     def stats(self) -> TaskStats:
         """Counts per status from the counters the scripts keep (one round trip, whatever the number of tasks)."""
-        with self.client.pipeline(transaction=True) as pipe:
+        # reads only, so no MULTI: a Redis over its maxmemory refuses every command inside one
+        with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.counts_key)
             pipe.zcard(self.pending_key)
             pipe.zrange(self.pending_key, 0, 0)

@@ -20,7 +20,7 @@ tests of logs and hooks are skipped without one. A behaviour your backend cannot
 (``runs_in_background = False``...), and the tests that need it are skipped, saying so.
 """
 
-from taskservice.testing.contract.helpers import in_background
+from taskservice.testing.contract.helpers import in_background, process_wide_task_service
 from taskservice.testing.contract.test_arguments import *  # noqa: F403
 from taskservice.testing.contract.test_arguments import nothing_enqueued
 from taskservice.testing.contract.test_async_api import *  # noqa: F403
@@ -35,5 +35,5 @@ from taskservice.testing.contract.test_scheduling import *  # noqa: F403
 from taskservice.testing.contract.test_unique_key import *  # noqa: F403
 
 # the tests, and the fixtures they use (pytest finds both in the module that star-imports this)
-__all__ = ["in_background", "nothing_enqueued", "sink_path"]
+__all__ = ["in_background", "nothing_enqueued", "process_wide_task_service", "sink_path"]
 __all__ += [name for name in dir() if name.startswith("test_")]

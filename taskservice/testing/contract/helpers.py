@@ -8,11 +8,11 @@ with that reason, never silently.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from taskservice import TaskResult, TaskService, TaskStatus
+from taskservice import TaskResult, TaskService, TaskStatus, set_task_service
 
 
 def wait_until(
@@ -37,6 +37,16 @@ def require(service: TaskService, capability: str) -> None:
     """Skip, saying why, unless the backend declares ``capability`` (a class attribute) true."""
     if not getattr(service, capability, False):
         pytest.skip(f"{type(service).__name__} declares {capability} = False")
+
+
+@pytest.fixture(autouse=True)
+def process_wide_task_service(task_service: TaskService) -> Iterator[TaskService]:
+    """The service under test is also ``get_task_service()`` here: the suite's tasks enqueue and read through it."""
+    previous = set_task_service(task_service)
+    try:
+        yield task_service
+    finally:
+        set_task_service(previous)
 
 
 @pytest.fixture
