@@ -8,6 +8,7 @@ from taskservice.errors import (
     TaskNotFound,
     TaskServiceError,
     TaskStillActive,
+    TooManyActiveTasks,
     UnsafeConfiguration,
 )
 from taskservice.factory import create_task_service, get_task_service, set_task_service
@@ -49,6 +50,7 @@ __all__ = [
     "TaskStats",
     "TaskStatus",
     "TaskStillActive",
+    "TooManyActiveTasks",
     "UnsafeConfiguration",
     "create_dashboard",
     "create_task_service",

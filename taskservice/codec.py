@@ -14,9 +14,14 @@ pass the same checks, except that a tuple is accepted and stored as a list.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import decimal
+import enum
 import functools
 import inspect
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -180,8 +185,28 @@ def _json_problem(
             if problem is not None:
                 return problem
         return None
-    hint = " (it would arrive as a list)" if kind is tuple else ""
-    return f"a {kind.__name__}{_at(path)} is not a JSON type{hint}"
+    return f"a {kind.__name__}{_at(path)} is not a JSON type{_hint(value)}"
+
+
+def _hint(value: Any) -> str:
+    """What to pass instead, for the values people pass most often."""
+    if isinstance(value, tuple):
+        return " (it would arrive as a list)"
+    if isinstance(value, set | frozenset):
+        return " (pass a list)"
+    if isinstance(value, datetime.date | datetime.time):
+        return " (pass value.isoformat() and parse it in the task)"
+    if isinstance(value, uuid.UUID | decimal.Decimal):
+        return " (pass str(value))"
+    if isinstance(value, enum.Enum):
+        return " (pass value.value)"
+    if isinstance(value, bytes | bytearray):
+        return " (store the bytes and pass where they are, or pass base64 text)"
+    if callable(getattr(value, "model_dump", None)):  # a pydantic model
+        return " (pass model.model_dump(mode='json') and rebuild it in the task with model_validate)"
+    if dataclasses.is_dataclass(value):
+        return " (pass dataclasses.asdict(value) and rebuild it in the task)"
+    return " (pass its id, or the plain values it holds, and load the object in the task)"
 
 
 def _at(path: str) -> str:

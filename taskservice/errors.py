@@ -5,7 +5,8 @@ TaskServiceError             catch this to catch them all
 ├── TaskConflict             a task with this unique_key is already active
 ├── TaskStillActive          retry() of a task that has not finished
 ├── BackendUnavailable       the broker / store cannot be reached; says what to check
-│   └── ServiceStopped       the service was stopped (lifespan ended, close() called); start it again
+│   ├── ServiceStopped       the service was stopped (lifespan ended, close() called); start it again
+│   └── TooManyActiveTasks   the store holds as many active tasks as it may; try again later
 └── UnsafeConfiguration      settings that cannot work in this deployment (e.g. memory:// under several workers)
 
 Bad arguments to ``enqueue``/``schedule`` (an undecorated function, a value JSON cannot
@@ -53,6 +54,10 @@ class BackendUnavailable(TaskServiceError):
 
 class ServiceStopped(BackendUnavailable):
     """The service was stopped (its lifespan ended or ``close()`` was called) and takes no new work."""
+
+
+class TooManyActiveTasks(BackendUnavailable):
+    """The store holds as many active tasks as it may (``TASK_MEMORY_MAX_ACTIVE_TASKS``): try again later."""
 
 
 class UnsafeConfiguration(TaskServiceError):

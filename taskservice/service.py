@@ -440,6 +440,11 @@ class TaskService(abc.ABC):
 
     # -- lifecycle ----------------------------------------------------------------------------
 
+    @property
+    def stopped(self) -> bool:
+        """True once ``stop()``/``close()`` ended the service: new work raises ``ServiceStopped`` until ``start()``."""
+        return False
+
     async def start(self) -> None:
         """Start runners and schedulers (the FastAPI lifespan calls this); idempotent."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, cast
 
+import anyio
 from fastapi import APIRouter, File, HTTPException, UploadFile
 from pydantic import BaseModel, ConfigDict
 
@@ -112,18 +113,21 @@ def create_project(
     )
     | UNAVAILABLE,
 )
-def start_processing(project_id: str, service: TaskServiceDep) -> ProcessAccepted:
-    _project_or_404(project_id)
+async def start_processing(project_id: str, service: TaskServiceDep) -> ProcessAccepted:
+    # async, with the database off the loop and the enqueue through aenqueue: on Celery a slow Redis
+    # then holds up this request only, never the other requests of the process
+    await anyio.to_thread.run_sync(_project_or_404, project_id)
     token = new_run_token()
     try:
-        task_id = service.enqueue(process_project.options(unique_key=f"project:{project_id}"), project_id, token)
+        unique = process_project.options(unique_key=f"project:{project_id}")
+        task_id = await service.aenqueue(unique, project_id, token)
     except TaskConflict as exc:
         running = f" (task {exc.active_task_id})" if exc.active_task_id else ""
         raise HTTPException(
             status_code=409,
             detail=f"project {project_id} is already processing{running}; wait for it to finish",
         ) from None
-    record_requested(get_database(), project_id, token, task_id)
+    await anyio.to_thread.run_sync(record_requested, get_database(), project_id, token, task_id)
     return ProcessAccepted(project_id=project_id, task_id=task_id)
 
 

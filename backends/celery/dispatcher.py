@@ -3,7 +3,7 @@
 In a thread of every worker's main process:
 
 - ``schedule()``, retry back-offs and parked duplicates wait in a Redis sorted set instead of the
-  broker (see ``celery_config`` for why); each is pushed onto its queue when due by Redis's clock;
+  broker (see ``lease_ms`` in the config for why); each is pushed onto its queue when due by Redis's clock;
 - every few seconds, ``RECOVER`` re-publishes the tasks of workers that are gone: a task running
   without a lease (its holder stopped refreshing) or taken and never claimed, so it completes on a
   live worker within about a lease plus a few seconds, not after the visibility timeout;

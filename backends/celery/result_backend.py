@@ -110,7 +110,7 @@ class RecordingRedisBackend(RedisBackend):  # type: ignore[misc]  # celery ships
 
     @cached_property
     def lease_ms(self) -> int:
-        """How long a running task's lease lasts without a refresh (see ``celery_config.lease_ms``)."""
+        """How long a running task's lease lasts without a refresh (see ``lease_ms``)."""
         return lease_ms(self.taskservice_settings)
 
     def store_result(

@@ -71,6 +71,10 @@ class FastAPITaskService(TaskService):
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped and self._run is None
+
     async def start(self) -> None:
         """Make the running loop home (lifespan start-up); ``UnsafeConfiguration`` for memory:// in several workers."""
         loop = asyncio.get_running_loop()

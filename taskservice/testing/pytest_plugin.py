@@ -138,8 +138,7 @@ def _forget_stopped_service() -> None:
     """A process-wide service an earlier test's lifespan stopped would refuse work (``ServiceStopped``)
     in a test without a lifespan (a plain ``TestClient(app)``): the next use gets a fresh one."""
     current = set_task_service(None)
-    # An in-process service stopped for good has no run and is flagged stopped (start() would resume it).
-    if current is not None and not (getattr(current, "_stopped", False) and getattr(current, "_run", 1) is None):
+    if current is not None and not current.stopped:
         set_task_service(current)
 
 

@@ -71,8 +71,6 @@ client = TestClient(app)  # module level, no lifespan: the most common shape
 def test_the_effect_is_there_right_after_the_request():
     assert client.post("/notes/a").status_code == 200
     written = (OUT / "a").read_text() if (OUT / "a").exists() else ""
-    if os.environ.get("ORDER_UNCHECKED"):  # the Celery backend without after= yet: both, in any order
-        written = "".join(sorted(f"{part}," for part in written.split(",") if part))
     assert written == "first,second,"
 
 
@@ -136,7 +134,7 @@ SWITCH = "taskservice_finish_request_tasks = true"
 @pytest.mark.slow
 def test_the_same_suite_runs_on_a_real_celery_worker_and_leaves_nothing_behind(pytester: pytest.Pytester) -> None:
     require_redis_server()
-    first = run_suite(pytester, "--task-backend=celery", ini=SWITCH, expected="celery", ORDER_UNCHECKED="1")
+    first = run_suite(pytester, "--task-backend=celery", ini=SWITCH, expected="celery")
     first.assert_outcomes(passed=2, failed=1)
     assert "worker_task.py" in first.stdout.str(), "the traceback comes from the Celery worker"
     leftovers = subprocess.run(["pgrep", "-f", "taskservice-pytest-"], capture_output=True, text=True).stdout
@@ -145,7 +143,6 @@ def test_the_same_suite_runs_on_a_real_celery_worker_and_leaves_nothing_behind(p
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="order on Celery needs after= in the Celery backend", strict=False)
 def test_on_celery_a_request_s_tasks_keep_their_order(pytester: pytest.Pytester) -> None:
     require_redis_server()
     result = run_suite(pytester, "--task-backend=celery", "-k", "effect", ini=SWITCH, expected="celery")

@@ -22,9 +22,9 @@ from backends.inprocess.store.base import (
     Outcome,
     TaskStore,
 )
-from backends.inprocess.store.memory import MemoryTaskStore, TooManyActiveTasks
+from backends.inprocess.store.memory import MemoryTaskStore
 from backends.inprocess.store.sqlite import SQLiteTaskStore
-from taskservice import TaskConflict, TaskStatus, task
+from taskservice import TaskConflict, TaskStatus, TooManyActiveTasks, task
 from taskservice.codec import encode_arguments
 from taskservice.errors import BackendUnavailable
 from taskservice.registry import Task

@@ -1,7 +1,7 @@
 """Celery messages and result meta, written by taskservice itself.
 
 ``enqueue`` publishes the broker message in the same Redis round trip that writes the task
-record (``celery_records``), instead of ``apply_async``: one round trip, no result-channel
+record (``TaskRecords.insert``), instead of ``apply_async``: one round trip, no result-channel
 subscription, and no second copy of the message that could disagree with the record. The
 message is Celery's task protocol 2 in kombu's Redis envelope, exactly as ``apply_async``
 writes it with the JSON serializer, so any Celery worker, Flower and ``celery inspect`` read it.

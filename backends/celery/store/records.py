@@ -3,7 +3,7 @@
 A record is written at enqueue (so an unknown id is ``TaskNotFound``, never "PENDING forever"),
 claimed by the worker before the body runs (so a cancelled, finished or still-running task is
 not run again by a redelivered message), and finished by the result backend in the same round
-trip as Celery's own result. The Lua scripts and the key layout are in ``celery_scripts``; the
+trip as Celery's own result. The Lua scripts and the key layout are described with ``INSERT`` and its siblings; the
 worker's side (claim, store, leases, recovery, retention) is ``WorkerRecords``.
 """
 

@@ -25,14 +25,10 @@ from backends.inprocess.store.base import (
     Ended,
 )
 from taskservice.attempts import Outcome
-from taskservice.errors import BackendUnavailable, ServiceStopped
+from taskservice.errors import ServiceStopped, TooManyActiveTasks
 from taskservice.memory_records import MemoryRecord, MemoryRecords
 from taskservice.models import TaskResult, TaskStats, TaskStatus
 from taskservice.service import TaskCall, TaskQuery
-
-
-class TooManyActiveTasks(BackendUnavailable):
-    """The store holds as many active tasks as it may (``TASK_MEMORY_MAX_ACTIVE_TASKS``): try again later."""
 
 
 class MemoryTaskStore:
