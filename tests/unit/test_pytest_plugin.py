@@ -95,6 +95,8 @@ def run_suite(pytester: pytest.Pytester, *args: str, ini: str, expected: str, **
     pytester.makepyfile(suite_app=APP, test_suite=SUITE, test_swallowed=SWALLOWED)
     pytester.makeini(f"[pytest]\n{ini}\n")
     env = {"SUITE_OUT": str(out), "EXPECTED_BACKEND": expected, "TASK_STORE_URL": "memory://", **extra_env}
+    # A user's suite: nothing of this project's own configuration (make exports TASK_MODULES=app.tasks).
+    hidden = {key: os.environ.pop(key) for key in ("TASK_MODULES", "TASK_BACKEND") if key in os.environ}
     for key, value in env.items():
         os.environ[key] = value
     try:
@@ -102,6 +104,7 @@ def run_suite(pytester: pytest.Pytester, *args: str, ini: str, expected: str, **
     finally:
         for key in env:
             os.environ.pop(key, None)
+        os.environ.update(hidden)
 
 
 def test_one_ini_line_finishes_request_tasks_and_a_swallowed_failure_still_fails_the_test(
