@@ -16,16 +16,18 @@ decides about attempts.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import math
 import random
 import time
 import traceback as traceback_module
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from taskservice import hooks
 from taskservice.codec import encode_result
 from taskservice.hooks import TaskFinished, TaskStarted, instrumented, notify_finished, notify_started
 from taskservice.models import TaskStatus
@@ -41,7 +43,9 @@ MAX_TRACEBACK_CHARS = 64_000
 _MAX_EXPONENT = 60  # 2**60 s is past any cap: a larger exponent only risks overflow
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+# AttemptInfo and Outcome are built for every attempt: plain slotted classes (a frozen dataclass's
+# __init__ costs several times more); nothing changes them once built.
+@dataclasses.dataclass(slots=True)
 class AttemptInfo:
     """One attempt of one task, and the options that decide what follows a failure."""
 
@@ -58,7 +62,7 @@ class AttemptInfo:
         return self.attempt <= self.max_retries
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Outcome:
     """How one attempt ended: ``succeeded``, ``failed`` (final) or ``retrying`` (after ``retry_delay_s``)."""
 
@@ -136,17 +140,45 @@ def clean_text(text: str, limit: int) -> str:
 # -- around the body --------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def attempt_scope(info: AttemptInfo, headers: Mapping[str, str] | None = None) -> Iterator[None]:
-    """Where the body runs: ``current_task()`` answers, ``on_task_started`` has run, instrumentation is open."""
-    token = running_task.set(RunningTask(info.task_id, info.name, info.attempt))
-    try:
-        started = TaskStarted(info.task_id, info.name, info.attempt)
-        notify_started(started)
-        with instrumented(started, headers or {}):
-            yield
-    finally:
-        running_task.reset(token)
+class attempt_scope:
+    """Where the body runs: ``current_task()`` answers, ``on_task_started`` has run, instrumentation is open.
+
+    A class rather than a generator: it is on every task's path, and with no hooks and no
+    instrumentation it only sets and resets one context variable.
+    """
+
+    __slots__ = ("_headers", "_info", "_instrumented", "_token")
+
+    def __init__(self, info: AttemptInfo, headers: Mapping[str, str] | None = None) -> None:
+        self._info = info
+        self._headers = headers
+        self._instrumented: contextlib.AbstractContextManager[None] | None = None
+        self._token: contextvars.Token[RunningTask | None] | None = None
+
+    def __enter__(self) -> None:
+        info = self._info
+        self._token = running_task.set(RunningTask(info.task_id, info.name, info.attempt))
+        if hooks.has_started_hooks() or hooks.has_instrumentation():
+            started = TaskStarted(info.task_id, info.name, info.attempt)
+            try:
+                notify_started(started)
+                self._instrumented = instrumented(started, self._headers or {})
+                self._instrumented.__enter__()
+            except BaseException:
+                self._reset()
+                raise
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            if self._instrumented is not None:
+                self._instrumented.__exit__(*exc_info)
+        finally:
+            self._reset()
+
+    def _reset(self) -> None:
+        if self._token is not None:
+            running_task.reset(self._token)
+            self._token = None
 
 
 # -- how it ended -----------------------------------------------------------------------------
@@ -167,7 +199,8 @@ def succeeded(info: AttemptInfo, value: Any) -> Outcome:
             info.attempt,
             extra=_extra(info, outcome),
         )
-    notify_finished(TaskFinished(info.task_id, info.name, info.attempt, outcome.status, duration_s=_duration(info)))
+    if hooks.has_finished_hooks():
+        notify_finished(TaskFinished(info.task_id, info.name, info.attempt, outcome.status, duration_s=_duration(info)))
     return outcome
 
 
@@ -225,19 +258,20 @@ def _settle_failure(
             exc_info=exc,
             extra=_extra(info, outcome),
         )
-    notify_finished(
-        TaskFinished(
-            info.task_id,
-            info.name,
-            info.attempt,
-            outcome.status,
-            error=error,
-            traceback=trace,
-            exception=exc,
-            duration_s=_duration(info),
-            retry_delay_s=outcome.retry_delay_s,
+    if hooks.has_finished_hooks():
+        notify_finished(
+            TaskFinished(
+                info.task_id,
+                info.name,
+                info.attempt,
+                outcome.status,
+                error=error,
+                traceback=trace,
+                exception=exc,
+                duration_s=_duration(info),
+                retry_delay_s=outcome.retry_delay_s,
+            )
         )
-    )
     return outcome
 
 

@@ -36,17 +36,34 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 class Arguments:
-    """Positional and keyword arguments of one call, encoded once and decodable again."""
+    """Positional and keyword arguments of one call, encoded once and decodable again.
 
-    __slots__ = ("args", "encoded", "kwargs")
+    A call of plain scalars only (``scalars_only``: str, int, finite float, bool, None) needs no JSON
+    to be copied (they are immutable, and JSON gives them back as they are), so its encoding is
+    made only when a store or a broker asks for it.
+    """
 
-    def __init__(self, args: list[Any], kwargs: dict[str, Any], encoded: str) -> None:
+    __slots__ = ("_encoded", "args", "kwargs", "scalars_only")
+
+    def __init__(
+        self, args: list[Any], kwargs: dict[str, Any], encoded: str | None = None, *, scalars_only: bool = False
+    ) -> None:
         self.args = args
         self.kwargs = kwargs
-        self.encoded = encoded
+        self._encoded = encoded
+        self.scalars_only = scalars_only
+
+    @property
+    def encoded(self) -> str:
+        """The JSON text of the call: ``{"args": [...], "kwargs": {...}}``."""
+        if self._encoded is None:
+            self._encoded = _ENCODER.encode({"args": self.args, "kwargs": self.kwargs})
+        return self._encoded
 
     def decoded_copy(self) -> tuple[list[Any], dict[str, Any]]:
         """Fresh copies, as a worker in another process would receive them."""
+        if self.scalars_only:
+            return list(self.args), dict(self.kwargs)
         payload = json.loads(self.encoded)
         return payload["args"], payload["kwargs"]
 
@@ -59,13 +76,29 @@ def encode_arguments(
     max_payload_bytes: int,
 ) -> Arguments:
     """Check the call against the signature and encode it; raise ``TypeError`` naming the argument."""
+    scalars_only = True
+    bound = 32  # an upper bound of the encoded size, for calls of scalars only: {"args":[],"kwargs":{}}
     for name, value in _named_arguments(task_name, func, args, kwargs):
-        problem = _json_problem(value)
+        kind = type(value)
+        problem = None if kind is str and value.isascii() else _json_problem(value)  # ASCII text: nothing to check
         if problem is not None:
             raise TypeError(
                 f"argument {name!r} of task {task_name!r} cannot be sent as JSON: {problem}. "
                 "Pass plain JSON values (str, int, float, bool, None, list, dict with str keys)."
             )
+        if scalars_only:
+            if kind is str:
+                bound += 6 * len(value) + 3  # every character escaped at worst, quotes, a comma
+            elif kind is int:
+                bound += value.bit_length() // 3 + 3  # 3.32 bits per digit, a sign, a comma
+            elif kind is float or kind is bool or value is None:
+                bound += 26
+            else:
+                scalars_only = False
+    if scalars_only:
+        bound += sum(6 * len(key) + 4 for key in kwargs)
+        if bound <= max_payload_bytes:  # within the cap whatever the encoding: make it only when asked
+            return Arguments(list(args), dict(kwargs), scalars_only=True)
     encoded = _ENCODER.encode({"args": args, "kwargs": kwargs})
     size = len(encoded)
     if size > max_payload_bytes:
@@ -73,7 +106,7 @@ def encode_arguments(
             f"arguments of task {task_name!r} are {size} bytes, over the {max_payload_bytes}-byte cap "
             "(TASK_MAX_PAYLOAD_BYTES): pass an id, not the data"
         )
-    return Arguments(list(args), dict(kwargs), encoded)
+    return Arguments(list(args), dict(kwargs), encoded, scalars_only=scalars_only)
 
 
 def _named_arguments(

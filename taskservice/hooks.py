@@ -122,6 +122,22 @@ def _add(hooks: list[Hook[E]], hook: Hook[E]) -> Hook[E]:
     return hook
 
 
+def has_enqueued_hooks() -> bool:
+    return bool(_enqueued)
+
+
+def has_started_hooks() -> bool:
+    return bool(_started)
+
+
+def has_finished_hooks() -> bool:
+    return bool(_finished)
+
+
+def has_instrumentation() -> bool:
+    return bool(_instrumentations)
+
+
 def notify_enqueued(event: TaskEnqueued) -> None:
     if _enqueued:
         _notify(_enqueued, event)
@@ -145,10 +161,13 @@ def _notify(hooks: list[Hook[E]], event: E) -> None:
             log.exception("taskservice: hook %r failed on %r", hook, event)
 
 
-def enqueue_headers() -> dict[str, str]:
+_NO_HEADERS: Mapping[str, str] = {}
+
+
+def enqueue_headers() -> Mapping[str, str]:
     """Headers every instrumentation wants carried with a task enqueued from here."""
     if not _instrumentations:
-        return {}
+        return _NO_HEADERS
     headers: dict[str, str] = {}
     for instrumentation in list(_instrumentations):
         try:

@@ -7,15 +7,14 @@ on one loop, and sync tasks on pool threads, each see their own.
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 from collections.abc import Callable
+from typing import NamedTuple
 
 ProgressReporter = Callable[[float, str | None], None]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RunningTask:
-    """The task whose attempt runs here."""
+class RunningTask(NamedTuple):
+    """The task whose attempt runs here (a named tuple: made for every attempt, so it must be cheap)."""
 
     id: str
     name: str

@@ -32,6 +32,7 @@ class Outstanding:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._tasks: dict[str, tuple[str, datetime | None]] = {}
+        self._due_now = 0  # entries with no due time: while there is one, a drain is not done
         self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._waiting_threads = 0
 
@@ -44,7 +45,12 @@ class Outstanding:
 
     def add(self, task_id: str, name: str, due_at: datetime | None = None) -> None:
         with self._lock:
+            previous = self._tasks.get(task_id)
+            if previous is not None and previous[1] is None:
+                self._due_now -= 1
             self._tasks[task_id] = (name, due_at)
+            if due_at is None:
+                self._due_now += 1
 
     def discard(self, task_ids: Collection[str]) -> None:
         if not task_ids:
@@ -52,9 +58,11 @@ class Outstanding:
         with self._lock:
             tasks = self._tasks
             for task_id in task_ids:
-                tasks.pop(task_id, None)
-            if self._async_waiters or self._waiting_threads:
-                self._notify()
+                entry = tasks.pop(task_id, None)
+                if entry is not None and entry[1] is None:
+                    self._due_now -= 1
+            if (self._async_waiters or self._waiting_threads) and not self._due_now:
+                self._notify()  # only a change that may end a drain wakes its waiters
 
     def wait(self, timeout_s: float, reconcile: Reconcile) -> None:
         """Until nothing due before ``timeout_s`` from now is left; ``TimeoutError`` naming what is."""
@@ -63,12 +71,11 @@ class Outstanding:
         next_check = time.monotonic() + RECONCILE_S
         while True:
             with self._lock:
-                left = self._left(horizon)
-                if not left:
+                if not self._busy(horizon):
                     return
                 now = time.monotonic()
                 if now >= deadline:
-                    raise TimeoutError(f"{describe(left)} after {timeout_s} s")
+                    raise TimeoutError(f"{describe(self._left(horizon))} after {timeout_s} s")
                 if now < next_check:
                     self._waiting_threads += 1
                     try:
@@ -76,6 +83,7 @@ class Outstanding:
                     finally:
                         self._waiting_threads -= 1
                     continue
+                left = self._left(horizon)
             self._reconcile(left, reconcile)
             next_check = time.monotonic() + RECONCILE_S
 
@@ -92,14 +100,18 @@ class Outstanding:
         try:
             while True:
                 with self._lock:
-                    left = self._left(horizon)
+                    busy = self._busy(horizon)
                     event.clear()
-                if not left:
+                if not busy:
                     return
                 now = time.monotonic()
                 if now >= deadline:
+                    with self._lock:
+                        left = self._left(horizon)
                     raise TimeoutError(f"{describe(left)} after {timeout_s} s")
                 if now >= next_check:
+                    with self._lock:
+                        left = self._left(horizon)
                     await asyncio.to_thread(self._reconcile, left, reconcile)
                     next_check = time.monotonic() + RECONCILE_S
                     continue
@@ -114,6 +126,10 @@ class Outstanding:
     def _left(self, horizon: datetime) -> list[tuple[str, str]]:
         """Caller holds the lock: (id, name) of what counts."""
         return [(task_id, name) for task_id, (name, due) in self._tasks.items() if due is None or due < horizon]
+
+    def _busy(self, horizon: datetime) -> bool:
+        """Caller holds the lock: whether anything counts (without listing it: a wake-up is frequent)."""
+        return bool(self._due_now) or any(due is not None and due < horizon for _name, due in self._tasks.values())
 
     def _reconcile(self, left: list[tuple[str, str]], reconcile: Reconcile) -> None:
         ids = [task_id for task_id, _name in left]
