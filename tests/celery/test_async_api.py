@@ -9,6 +9,7 @@ the task's result channel instead of polling. Event loops, a slow Redis and outa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -22,7 +23,7 @@ import redis
 from backends.celery.service import CeleryTaskService
 from taskservice import TaskConflict, TaskNotFound, TaskStatus
 from taskservice.errors import TaskStillActive
-from taskservice.service import TaskCall, TaskService
+from taskservice.service import TaskService
 from tests import tasks
 from tests.celery.async_support import Cluster, async_connections, cluster_in, run, settings_at
 
@@ -46,7 +47,7 @@ def test_aenqueue_writes_the_record_and_message_enqueue_writes(cluster: Cluster)
     try:
         for run_at in (None, datetime.now(UTC) + timedelta(hours=1)):
             prepared = service._prepare(tasks.add.options(unique_key="k", timeout=9), run_at, (1,), {"b": 2})
-            call = TaskCall(**{**prepared.__dict__, "headers": {"traceparent": "00-ab-cd-01"}})
+            call = dataclasses.replace(prepared, headers={"traceparent": "00-ab-cd-01"})
             sync_side._submit(call)
             run(async_side._asubmit(call))
             dumps = []

@@ -18,6 +18,10 @@ function follow(section) {
   const rendered = section.dataset.status;
   if (!window.EventSource || FINAL.includes(rendered)) return;
   const source = new EventSource(section.dataset.eventsUrl);
+  // An action's own answer (its redirect and notice) must win over the reload below.
+  document.addEventListener("submit", (event) => {
+    if (!event.defaultPrevented) source.close();
+  });
   source.addEventListener("status", (event) => {
     const task = JSON.parse(event.data);
     const badge = setText(section, "status", task.status);
