@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from taskservice.attempts import AttemptInfo
 from taskservice.codec import Arguments, encode_arguments
@@ -120,6 +120,16 @@ def new_task_id() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
+_T = TypeVar("_T")
+
+
+def _found(value: _T | None, task_id: str) -> _T:
+    """``value``, or ``TaskNotFound`` where the backend found no such task (the rule every backend shares)."""
+    if value is None:
+        raise TaskNotFound(task_id)
+    return value
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -201,16 +211,10 @@ class TaskService(abc.ABC):
 
     def get_status(self, task_id: str) -> TaskResult:
         """A snapshot of the task; ``TaskNotFound`` if no such id was ever enqueued (or its record expired)."""
-        result = self._read(task_id)
-        if result is None:
-            raise TaskNotFound(task_id)
-        return result
+        return _found(self._read(task_id), task_id)
 
     async def aget_status(self, task_id: str) -> TaskResult:
-        result = await self._aread(task_id)
-        if result is None:
-            raise TaskNotFound(task_id)
-        return result
+        return _found(await self._aread(task_id), task_id)
 
     @abc.abstractmethod
     def _read(self, task_id: str) -> TaskResult | None:
@@ -281,16 +285,10 @@ class TaskService(abc.ABC):
 
     def cancel(self, task_id: str) -> bool:
         """Stop a task that has not started: True if it will never run, False if it already ran or is running."""
-        cancelled = self._cancel(task_id)
-        if cancelled is None:
-            raise TaskNotFound(task_id)
-        return cancelled
+        return _found(self._cancel(task_id), task_id)
 
     async def acancel(self, task_id: str) -> bool:
-        cancelled = await self._acancel(task_id)
-        if cancelled is None:
-            raise TaskNotFound(task_id)
-        return cancelled
+        return _found(await self._acancel(task_id), task_id)
 
     @abc.abstractmethod
     def _cancel(self, task_id: str) -> bool | None:

@@ -22,7 +22,7 @@ from backends.celery.store.records import (
     cancel_outcome,
     retry_call,
 )
-from backends.celery.store.snapshots import from_us, stats_of, to_seconds
+from backends.celery.store.snapshots import from_us, listing_page, score_bounds, stats_of, to_seconds
 from backends.celery.store.snapshots import snapshot as _snapshot
 from backends.celery.store.snapshots import text as _text
 from taskservice.models import TaskResult, TaskStats, TaskStatus
@@ -56,10 +56,7 @@ class AsyncTaskRecords:
     async def recent(self, query: TaskQuery, page_size: int = 500) -> list[TaskResult]:
         """``TaskRecords.recent``: newest first as ``query`` says; expired records leave the index on the way."""
         found: list[TaskResult] = []
-        high = "+inf" if query.enqueued_before is None else repr(to_seconds(query.enqueued_before))
-        if query.cursor is not None:  # inclusive: equal scores are sorted out below by (enqueued_at, id)
-            high = repr(min(float(high), to_seconds(query.cursor[0])))
-        low = "-inf" if query.enqueued_after is None else repr(to_seconds(query.enqueued_after) - 1e-3)
+        high, low = score_bounds(query)
         start = 0
         index_key = self.records.index_key
         while len(found) < query.limit:
@@ -71,15 +68,8 @@ class AsyncTaskRecords:
                 for task_id in ids:
                     pipe.hmget(self.records.record_key(task_id), READ_FIELDS)
                 rows = await pipe.execute()
-            gone = []
-            page: list[TaskResult] = []
-            for task_id, row in zip(ids, rows, strict=True):
-                snapshot = _snapshot(task_id, row)
-                if snapshot is None:
-                    gone.append(task_id)
-                elif query.matches(snapshot):
-                    page.append(snapshot)
-            found += sorted(page, key=lambda r: (r.enqueued_at, r.id), reverse=True)
+            page, gone = listing_page(query, ids, rows)
+            found += page
             if gone:
                 await self.client.zrem(index_key, *gone)
             start += len(ids) - len(gone)

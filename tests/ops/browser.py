@@ -11,12 +11,13 @@ import contextlib
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+
+from tests.app.live import wait_until
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("CHROMEDRIVER_BINARY", "/usr/bin/chromedriver"))
@@ -80,11 +81,5 @@ def screenshot(driver: object, name: str) -> Path:
 
 
 def eventually(probe: Callable[[], T | None], timeout_s: float = 30.0, what: str = "", interval_s: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what or probe}")
-        time.sleep(interval_s)
+    """``wait_until`` with the argument order these tests read best in."""
+    return wait_until(probe, timeout_s, interval_s, what)

@@ -24,6 +24,8 @@ from backends.celery.store.snapshots import (
     EPOCH,
     READ_FIELDS,
     from_us,
+    listing_page,
+    score_bounds,
     snapshot,
     stats_of,
     text,
@@ -141,10 +143,7 @@ class TaskRecords:
     def recent(self, query: TaskQuery, page_size: int = 500) -> list[TaskResult]:
         """Newest first, as ``query`` says; ids whose record is gone are dropped from the index on the way."""
         found: list[TaskResult] = []
-        high = "+inf" if query.enqueued_before is None else repr(to_seconds(query.enqueued_before))
-        if query.cursor is not None:  # inclusive: equal scores are sorted out below by (enqueued_at, id)
-            high = repr(min(float(high), to_seconds(query.cursor[0])))
-        low = "-inf" if query.enqueued_after is None else repr(to_seconds(query.enqueued_after) - 1e-3)
+        high, low = score_bounds(query)
         start = 0
         while len(found) < query.limit:
             raw = self.client.zrevrangebyscore(self.index_key, high, low, start=start, num=page_size)
@@ -155,16 +154,8 @@ class TaskRecords:
                 for task_id in ids:
                     pipe.hmget(self.record_key(task_id), READ_FIELDS)
                 rows = pipe.execute()
-            gone = []
-            page: list[TaskResult] = []
-            for task_id, row in zip(ids, rows, strict=True):
-                found_snapshot = snapshot(task_id, row)
-                if found_snapshot is None:
-                    gone.append(task_id)
-                elif query.matches(found_snapshot):
-                    page.append(found_snapshot)
-            # Scores are seconds as floats: order exactly by (enqueued_at, id) within what was read.
-            found += sorted(page, key=lambda r: (r.enqueued_at, r.id), reverse=True)
+            page, gone = listing_page(query, ids, rows)
+            found += page
             if gone:
                 self.client.zrem(self.index_key, *gone)
             start += len(ids) - len(gone)

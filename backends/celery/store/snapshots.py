@@ -10,9 +10,12 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskservice.models import TaskResult, TaskStats, TaskStatus
+
+if TYPE_CHECKING:
+    from taskservice.service import TaskQuery
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -81,6 +84,33 @@ def snapshot(task_id: str, row: Sequence[Any]) -> TaskResult | None:
         retry_of=values["retry_of"],
         retried_as=json.loads(values["retried_as"]) if values["retried_as"] else [],
     )
+
+
+def score_bounds(query: TaskQuery) -> tuple[str, str]:
+    """The (high, low) index scores a listing reads between; equal scores are sorted out by ``listing_page``."""
+    high = "+inf" if query.enqueued_before is None else repr(to_seconds(query.enqueued_before))
+    if query.cursor is not None:  # inclusive here: (enqueued_at, id) decides below
+        high = repr(min(float(high), to_seconds(query.cursor[0])))
+    low = "-inf" if query.enqueued_after is None else repr(to_seconds(query.enqueued_after) - 1e-3)
+    return high, low
+
+
+def listing_page(
+    query: TaskQuery, ids: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> tuple[list[TaskResult], list[str]]:
+    """One page of the index read as ``READ_FIELDS``: the matching snapshots newest first, and the ids whose
+    record is gone (to drop from the index)."""
+    gone = []
+    page: list[TaskResult] = []
+    for task_id, row in zip(ids, rows, strict=True):
+        found = snapshot(task_id, row)
+        if found is None:
+            gone.append(task_id)
+        elif query.matches(found):
+            page.append(found)
+    # Scores are seconds as floats: order exactly by (enqueued_at, id) within what was read.
+    page.sort(key=lambda r: (r.enqueued_at, r.id), reverse=True)
+    return page, gone
 
 
 def stats_of(transitions: Mapping[str, int], pending: int, oldest_pending_s: float | None) -> TaskStats:

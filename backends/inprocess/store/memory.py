@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
+from typing import Any, TypeVar
 
 from backends.inprocess.process_identity import RunOwner
 from backends.inprocess.store.base import (
@@ -198,22 +199,12 @@ class MemoryTaskStore:
     # -- for the runner: nothing here blocks, so they run at once --------------------------
 
     def submit_insert(self, call: TaskCall, loop: asyncio.AbstractEventLoop, done: Done[Admission | Ended]) -> None:
-        try:
-            admitted = self.insert(call)
-        except Exception as exc:
-            done(exc)
-            return
-        done(admitted)
+        _answer(done, self.insert, call)
 
     def submit_claim(
         self, task_ids: Sequence[str], now: datetime, loop: asyncio.AbstractEventLoop, done: Done[dict[str, int]]
     ) -> None:
-        try:
-            claimed = self.claim(task_ids, now)
-        except Exception as exc:
-            done(exc)
-            return
-        done(claimed)
+        _answer(done, self.claim, task_ids, now)
 
     def submit_outcomes(
         self,
@@ -222,12 +213,7 @@ class MemoryTaskStore:
         loop: asyncio.AbstractEventLoop,
         done: Done[Decided],
     ) -> None:
-        try:
-            decided = self.record_outcomes(outcomes, holding_keys)
-        except Exception as exc:
-            done(exc)
-            return
-        done(decided)
+        _answer(done, self.record_outcomes, outcomes, holding_keys)
 
     def submit_release_keys(self, task_ids: Collection[str], loop: asyncio.AbstractEventLoop) -> None:
         self.release_keys(task_ids)
@@ -249,3 +235,16 @@ class MemoryTaskStore:
 
 def _ended(record: MemoryRecord) -> Ended:
     return Ended(record.id, record.call.task.name, record.attempts, record.error or "")
+
+
+_R = TypeVar("_R")
+
+
+def _answer(done: Done[_R], work: Callable[..., _R], *args: Any) -> None:
+    """Run ``work`` now and hand ``done`` its result or its exception (nothing here waits for I/O)."""
+    try:
+        result = work(*args)
+    except Exception as exc:
+        done(exc)
+        return
+    done(result)
