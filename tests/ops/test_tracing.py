@@ -60,7 +60,7 @@ def traced_app(service: TaskService, provider: TracerProvider) -> FastAPI:
     app = FastAPI()
     app.add_middleware(TaskServiceMiddleware)
 
-    @app.post("/work/{word}")
+    @app.post("/jobs/{word}")
     def work(word: str, service: TaskServiceDep) -> dict[str, str]:
         task = traced_failure if word == "fail" else traced
         return {"task_id": service.enqueue(task, word)}
@@ -88,8 +88,8 @@ def test_one_trace_from_the_request_to_the_attempt_in_process(
         previous = set_task_service(service)
         try:
             with TestClient(traced_app(service, provider)) as client:
-                task_id = client.post("/work/hello").json()["task_id"]
-                failing_id = client.post("/work/fail").json()["task_id"]
+                task_id = client.post("/jobs/hello").json()["task_id"]
+                failing_id = client.post("/jobs/fail").json()["task_id"]
             assert service.wait(task_id, timeout_s=10).status == "succeeded"
             assert service.wait(failing_id, timeout_s=10).status == "failed"
         finally:
@@ -98,7 +98,7 @@ def test_one_trace_from_the_request_to_the_attempt_in_process(
     spans = exporter.get_finished_spans()
     (attempt,) = [s for s in spans if s.name == "task ops.traced"]
     request = server_span_of(spans, attempt.get_span_context().trace_id)
-    assert attempt.kind is SpanKind.CONSUMER and "/work" in request.name
+    assert attempt.kind is SpanKind.CONSUMER and "/jobs" in request.name
     assert attempt.parent is not None and attempt.parent.span_id == request.get_span_context().span_id
     assert dict(attempt.attributes or {}) == {
         "taskservice.task_id": task_id,
@@ -135,7 +135,7 @@ def test_one_trace_from_the_request_to_the_attempt_on_a_celery_worker(
             previous = set_task_service(service)
             try:
                 with TestClient(traced_app(service, provider)) as client:
-                    task_id = client.post("/work/hello").json()["task_id"]
+                    task_id = client.post("/jobs/hello").json()["task_id"]
                 assert service.wait(task_id, timeout_s=30).status == "succeeded"
             finally:
                 set_task_service(previous)
