@@ -126,12 +126,10 @@ async def _wait_for(item: _Submitted, timeout_s: float, where: str) -> str | Non
     if result.status is not TaskStatus.FAILED:
         return None
     text = f"task {result.name} ({result.id}) enqueued by {where} failed: {result.error}"
-    if item.service.backend_name not in _IN_THIS_PROCESS:
+    if not item.service.runs_tasks_in_this_process:
         text += " (it ran in a worker process: patches and mocks made by the test do not apply there)"
     return f"{text}\n\n{result.traceback}" if result.traceback else text
 
-
-_IN_THIS_PROCESS = ("fastapi", "fake")  # backends whose tasks run here, where a test's patches apply
 
 _current_scope: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
     "taskservice_request_scope", default=None

@@ -143,6 +143,8 @@ class TaskService(abc.ABC):
     cancels_running_tasks: ClassVar[bool] = False
     runs_in_background: ClassVar[bool] = True  # False: tasks run only when the test asks (the fake)
     waits_between_retries: ClassVar[bool] = True  # False: retries follow at once (the fake)
+    # True: tasks run in the process that enqueued them, so a test's patches and stand-ins apply to them
+    runs_tasks_in_this_process: ClassVar[bool] = False
 
     def __init__(self, settings: TaskSettings | None = None) -> None:
         """``settings`` (read from the environment when omitted), as this backend's ``settings_class``."""

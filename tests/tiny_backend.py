@@ -24,6 +24,7 @@ from taskservice.testing.fake import _run_coroutine, _run_sync, _TimedOut
 
 class ThreadTaskService(MemoryRecordReads, TaskService):
     backend_name: ClassVar[str] = "tiny-threads"
+    runs_tasks_in_this_process: ClassVar[bool] = True  # its threads are this process's: stand-ins apply
 
     def __init__(self, settings: TaskSettings | None = None) -> None:
         super().__init__(settings)

@@ -57,6 +57,7 @@ class FastAPITaskService(TaskService):
     settings_class: ClassVar[type[TaskSettings]] = InProcessSettings
     settings: InProcessSettings
     cancels_running_tasks: ClassVar[bool] = False  # a running thread cannot be stopped safely
+    runs_tasks_in_this_process: ClassVar[bool] = True
 
     def __init__(self, settings: TaskSettings | None = None, *, heartbeat_interval_s: float = 5.0) -> None:
         super().__init__(settings)

@@ -87,6 +87,7 @@ class FakeTaskService(MemoryRecordReads, TaskService):
     cancels_running_tasks = False
     runs_in_background = False
     waits_between_retries = False
+    runs_tasks_in_this_process = True
 
     def __init__(self, settings: TaskSettings | None = None, *, raise_errors: bool = False) -> None:
         super().__init__(settings)

@@ -75,11 +75,11 @@ def replace_task(task_or_name: Any, stand_in: Callable[..., Any] | None = None) 
     when the task service runs tasks in Celery workers, which can never see the stand-in.
     """
     handle = resolve_task(task_or_name)
-    backend = get_task_service().backend_name
-    if backend not in ("fake", "fastapi"):
+    service = get_task_service()
+    if not service.runs_tasks_in_this_process:
         raise InProcessOnly(
-            f"replace_task({handle.name}) cannot work with TASK_BACKEND={backend}: the tasks run in worker "
-            "processes, which always run the real body and never see a stand-in made in this test. "
+            f"replace_task({handle.name}) cannot work with TASK_BACKEND={service.backend_name}: the tasks run "
+            "in worker processes, which always run the real body and never see a stand-in made in this test. "
             "This test depends on in-process patching: run it with --task-backend=fastapi (or skip it on celery)."
         )
     return TaskReplacement(handle, stand_in if stand_in is not None else mock.MagicMock(name=handle.name))

@@ -32,8 +32,7 @@ def stand_in_for(func: Any) -> Task[..., Any] | None:
     replaced = _replaced_task(func, sys._getframe(1))
     if replaced is None:
         return None
-    backend = get_task_service().backend_name
-    if backend not in ("fake", "fastapi"):
+    if not get_task_service().runs_tasks_in_this_process:
         raise InProcessOnly(
             f"this test replaced the task {replaced.name} with {_label(func)}, which a Celery worker can never "
             "run (it runs the real body in its own process): the test depends on in-process patching, so run "

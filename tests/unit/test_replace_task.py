@@ -111,6 +111,17 @@ def test_on_celery_replace_task_says_the_worker_can_never_see_it() -> None:
     assert send_mail.func.__name__ == "send_mail"
 
 
+def test_a_backend_plugged_in_by_path_that_runs_tasks_here_takes_stand_ins() -> None:
+    """The capability, not the backend's name, decides: an outside backend that runs tasks in this process works."""
+    tiny = create_task_service(TaskSettings(backend="tests.tiny_backend:ThreadTaskService"))
+    try:
+        with installed_task_service(tiny), replace_task(send_mail, lambda to, subject="hello": f"stand-in {to}"):
+            task_id = tiny.enqueue(send_mail, "di@example.com")
+            assert tiny.wait(task_id, timeout_s=10).result == "stand-in di@example.com"
+    finally:
+        tiny.close()
+
+
 def test_a_sync_task_takes_an_async_stand_in(fake_task_service: FakeTaskService) -> None:
     async def stand_in(to: str, subject: str = "hello") -> str:
         await asyncio.sleep(0)
