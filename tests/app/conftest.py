@@ -9,6 +9,7 @@ process per backend configuration; see ``live.py``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,11 +44,8 @@ def shared_app_settings(task_worker_env: dict[str, str], monkeypatch: pytest.Mon
     """The session's app settings (those of ``task_worker_env``) in this process too."""
     for name, value in task_worker_env.items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    reset_database()
-    yield get_settings()
-    get_settings.cache_clear()
-    reset_database()
+    with _settings_from_environment() as settings:
+        yield settings
 
 
 @pytest.fixture
@@ -64,11 +62,20 @@ def app_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ap
     monkeypatch.setenv("APP_ADMIN_TOKEN", ADMIN_TOKEN)
     monkeypatch.setenv("APP_MAX_UPLOAD_BYTES", str(UPLOAD_LIMIT_BYTES))
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    with _settings_from_environment() as settings:
+        yield settings
+
+
+@contextlib.contextmanager
+def _settings_from_environment() -> Iterator[AppSettings]:
+    """The app's settings read again from the environment (and its database with them); forgotten after."""
     get_settings.cache_clear()
     reset_database()
-    yield get_settings()
-    get_settings.cache_clear()
-    reset_database()
+    try:
+        yield get_settings()
+    finally:
+        get_settings.cache_clear()
+        reset_database()
 
 
 @pytest.fixture

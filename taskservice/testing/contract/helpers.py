@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from taskservice import TaskResult, TaskService, TaskStatus, set_task_service
+from taskservice import TaskResult, TaskService, TaskStatus
+from taskservice.testing.fake import installed_task_service
 
 
 def wait_until(
@@ -42,11 +43,8 @@ def require(service: TaskService, capability: str) -> None:
 @pytest.fixture(autouse=True)
 def process_wide_task_service(task_service: TaskService) -> Iterator[TaskService]:
     """The service under test is also ``get_task_service()`` here: the suite's tasks enqueue and read through it."""
-    previous = set_task_service(task_service)
-    try:
+    with installed_task_service(task_service):
         yield task_service
-    finally:
-        set_task_service(previous)
 
 
 @pytest.fixture
