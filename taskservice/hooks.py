@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
+import types
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -161,13 +162,13 @@ def _notify(hooks: list[Hook[E]], event: E) -> None:
             log.exception("taskservice: hook %r failed on %r", hook, event)
 
 
-_NO_HEADERS: Mapping[str, str] = {}
+NO_HEADERS: Mapping[str, str] = types.MappingProxyType({})  # shared by every call that carries none
 
 
 def enqueue_headers() -> Mapping[str, str]:
     """Headers every instrumentation wants carried with a task enqueued from here."""
     if not _instrumentations:
-        return _NO_HEADERS
+        return NO_HEADERS
     headers: dict[str, str] = {}
     for instrumentation in list(_instrumentations):
         try:

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, TypeVar
 from taskservice.attempts import AttemptInfo
 from taskservice.codec import Arguments, encode_arguments
 from taskservice.errors import TaskNotFound, TaskServiceError, TaskStillActive
-from taskservice.hooks import TaskEnqueued, enqueue_headers, has_enqueued_hooks, notify_enqueued
+from taskservice.hooks import NO_HEADERS, TaskEnqueued, enqueue_headers, has_enqueued_hooks, notify_enqueued
 from taskservice.models import (
     ACTIVE_STATUSES,
     TaskResult,
@@ -34,7 +34,6 @@ from taskservice.registry import Task, TaskOptions, registered_tasks, resolve_ta
 from taskservice.request_scope import chained_after, note_submitted
 from taskservice.settings import TaskSettings
 
-_NO_HEADERS: Mapping[str, str] = {}
 _READINESS_PROBE_ID = "00000000-0000-4000-8000-000000000000"  # never a real task: reading it only reaches the store
 
 
@@ -48,7 +47,7 @@ class TaskCall:
     options: TaskOptions
     enqueued_at: datetime
     run_at: datetime | None  # None: as soon as possible
-    headers: Mapping[str, str] = dataclasses.field(default_factory=lambda: _NO_HEADERS)  # e.g. traceparent
+    headers: Mapping[str, str] = dataclasses.field(default_factory=lambda: NO_HEADERS)  # e.g. traceparent
     retry_of: str | None = None  # the task this call retries (``service.retry``)
 
     @property
